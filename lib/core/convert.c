@@ -1,0 +1,221 @@
+/*
+ * The convert copy engine. A cursor walks the source's block status
+ * (through backing files) and hands out pieces of at most CHUNK bytes to
+ * worker threads:
+ *   - a piece that reads as zeroes is skipped when the destination already
+ *     reads as zeroes, and zeroed (deallocating where allowed) otherwise;
+ *   - a data piece is read, and its runs of at least sparse_size zero
+ *     bytes (checked in sparse_size blocks aligned to the guest offset, as
+ *     qemu-img -S does) are treated like zero pieces, the rest written.
+ * With sparse_size = UINT64_MAX every byte is written and zero pieces are
+ * zeroed without deallocation, so the destination is fully allocated.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../include/vdisk.h"
+#include "../util/checked.h"
+#include "convert.h"
+#include "error.h"
+#include "io.h"
+
+#define CHUNK (2u << 20)
+#define DEFAULT_WORKERS 4
+#define MAX_WORKERS 64
+#define DEFAULT_SPARSE 4096
+
+struct convert_job {
+    struct vd_dev *src, *dst;
+    const struct vd_convert_opts *opts;
+    uint64_t sparse;          /* 0 = write everything */
+    bool dst_is_zero;
+    pthread_mutex_t lock;     /* protects everything below */
+    uint64_t cursor;          /* next guest offset to hand out */
+    uint64_t done;
+    int error;                /* first failure, negative errno */
+    char message[512];        /* its message (errors are thread-local) */
+};
+
+static void job_fail(struct convert_job *job, int err)
+{
+    pthread_mutex_lock(&job->lock);
+    if (!job->error) {
+        job->error = err;
+        strncpy(job->message, vd_err_message(), sizeof(job->message) - 1);
+    }
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* Take the next piece; false when finished or failed. */
+static bool next_piece(struct convert_job *job, uint64_t *off,
+                       uint64_t *len, bool *is_zero)
+{
+    struct vd_extent ext;
+    unsigned depth;
+    bool ok = false;
+
+    pthread_mutex_lock(&job->lock);
+    if (!job->error && job->cursor < job->src->size) {
+        uint64_t want = VD_MIN((uint64_t)CHUNK, job->src->size - job->cursor);
+        int ret = vd_block_status_chain(job->src, job->cursor, want, &ext,
+                                        &depth);
+        if (ret < 0) {
+            job->error = ret;
+            strncpy(job->message, vd_err_message(), sizeof(job->message) - 1);
+        } else {
+            *off = job->cursor;
+            *len = ext.len;
+            *is_zero = (ext.flags & VD_EXT_ZERO) || !(ext.flags &
+                                                      VD_EXT_DATA);
+            job->cursor += ext.len;
+            ok = true;
+        }
+    }
+    pthread_mutex_unlock(&job->lock);
+    return ok;
+}
+
+static int report_progress(struct convert_job *job, uint64_t len)
+{
+    int ret = 0;
+    pthread_mutex_lock(&job->lock);
+    job->done += len;
+    if (job->opts->progress &&
+        job->opts->progress(job->opts->progress_opaque, job->done,
+                            job->src->size)) {
+        ret = vd_err(ECANCELED, "Operation cancelled");
+    }
+    pthread_mutex_unlock(&job->lock);
+    return ret;
+}
+
+static int zero_range(struct convert_job *job, uint64_t len, uint64_t off)
+{
+    if (job->dst_is_zero && job->sparse) {
+        return 0;
+    }
+    return vd_zero(job->dst, len, off, job->sparse ? VD_REQ_MAY_UNMAP : 0);
+}
+
+/* Write buf (guest [off, off+len)) skipping zero blocks of job->sparse. */
+static int write_data(struct convert_job *job, const uint8_t *buf,
+                      uint64_t len, uint64_t off)
+{
+    if (!job->sparse) {
+        return vd_write(job->dst, buf, len, off, 0);
+    }
+    uint64_t pos = 0;
+    while (pos < len) {
+        /* Blocks are aligned to the guest offset, so results do not depend
+         * on how the copy was split into pieces. */
+        uint64_t guest = off + pos; /* sparse need not be a power of 2 */
+        uint64_t block_end = VD_MIN(len, guest - guest % job->sparse
+                                    + job->sparse - off);
+        bool zero = vd_buf_is_zero(buf + pos, block_end - pos);
+        uint64_t run_end = block_end;
+        while (run_end < len) {
+            uint64_t next = VD_MIN(len, run_end + job->sparse);
+            if (vd_buf_is_zero(buf + run_end, next - run_end) != zero) {
+                break;
+            }
+            run_end = next;
+        }
+        /* A zero run shorter than sparse_size is only possible at a
+         * piece's edge, next to a hole or another piece: like qemu-img,
+         * which never writes the zeroes a buffer starts or ends with, it
+         * stays a hole too. */
+        int ret = zero ? zero_range(job, run_end - pos, off + pos)
+                       : vd_write(job->dst, buf + pos, run_end - pos,
+                                  off + pos, 0);
+        if (ret < 0) {
+            return ret;
+        }
+        pos = run_end;
+    }
+    return 0;
+}
+
+static void *convert_worker(void *opaque)
+{
+    struct convert_job *job = opaque;
+    uint8_t *buf = NULL;
+    uint64_t off, len;
+    bool is_zero;
+
+    if (posix_memalign((void **)&buf, 4096, CHUNK)) {
+        job_fail(job, vd_err(ENOMEM, "out of memory"));
+        return NULL;
+    }
+    while (next_piece(job, &off, &len, &is_zero)) {
+        int ret = is_zero ? zero_range(job, len, off)
+                          : vd_read(job->src, buf, len, off);
+        if (ret == 0 && !is_zero) {
+            ret = write_data(job, buf, len, off);
+        }
+        if (ret == 0) {
+            ret = report_progress(job, len);
+        }
+        if (ret < 0) {
+            job_fail(job, ret);
+            break;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+int vd_convert_copy(struct vd_dev *src, struct vd_dev *dst,
+                    const struct vd_convert_opts *opts)
+{
+    struct convert_job job = {
+        .src = src,
+        .dst = dst,
+        .opts = opts,
+        .dst_is_zero = dst->zero_init ||
+                       (opts->flags & VDISK_CONVERT_TARGET_IS_ZERO),
+    };
+    if (dst->size < src->size) {
+        return vd_err(EINVAL, "%s: the destination is smaller than the "
+                      "source", dst->filename);
+    }
+    if (opts->flags & VDISK_CONVERT_COMPRESS) {
+        return vd_err(ENOTSUP, "Compression is not supported for format "
+                      "'%s'", vd_dev_format_name(dst));
+    }
+    if (opts->sparse_size != UINT64_MAX) {
+        job.sparse = opts->sparse_size ? opts->sparse_size : DEFAULT_SPARSE;
+        if (job.sparse % 512 != 0) {
+            return vd_err(EINVAL, "The sparse size must be a multiple of "
+                          "512 bytes");
+        }
+    }
+    unsigned nr = opts->workers ? opts->workers : DEFAULT_WORKERS;
+    nr = VD_MIN(nr, (unsigned)MAX_WORKERS);
+    pthread_t threads[MAX_WORKERS];
+    unsigned started = 0;
+
+    pthread_mutex_init(&job.lock, NULL);
+    if (opts->progress) {
+        (void)report_progress(&job, 0);
+    }
+    for (; started < nr; started++) {
+        if (pthread_create(&threads[started], NULL, convert_worker, &job)) {
+            break;
+        }
+    }
+    if (started == 0) {
+        convert_worker(&job); /* no threads to be had: copy on this one */
+    }
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    pthread_mutex_destroy(&job.lock);
+    if (job.error) {
+        /* Restore the failing worker's message in the caller's thread. */
+        return vd_err(-job.error, "%s", job.message);
+    }
+    /* A destination that is bigger than the source (-n) gets no tail. */
+    return vd_flush(dst);
+}

@@ -1,0 +1,187 @@
+/*
+ * struct vd_driver: the one interface for everything that reads and writes
+ * like a disk (storage back ends, image formats, device-mapper targets,
+ * volumes, filters). Drivers are small because the core (io.c) is strict:
+ * it validates ranges and flags, aligns with read-modify-write, splits
+ * large requests, emulates what a driver lacks and takes the locks the
+ * driver's thread model asks for, before any callback runs.
+ */
+#ifndef VDISK_CORE_DRIVER_H
+#define VDISK_CORE_DRIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../util/json.h"
+#include "options.h"
+
+struct vd_dev;
+
+enum vd_kind {
+    VD_KIND_BACKEND, /* stores bytes: file, memory, NBD client            */
+    VD_KIND_FORMAT,  /* interprets child 0 as an image format: raw, qcow2 */
+    VD_KIND_TARGET,  /* maps onto N children, dm-style                    */
+    VD_KIND_FILTER,  /* one child, same data unless documented            */
+};
+
+enum vd_thread_model {
+    VD_THREAD_SERIALIZE, /* the core holds the device lock around callbacks */
+    VD_THREAD_PARALLEL,  /* callbacks may run concurrently; the driver locks
+                            its own metadata                                 */
+};
+
+/* Request flags (the public VDISK_REQ_* values). */
+#define VD_REQ_FUA       0x1u
+#define VD_REQ_MAY_UNMAP 0x2u
+#define VD_REQ_FAST_ZERO 0x4u
+#define VD_REQ_MASK      0x7u
+
+/* Open flags. */
+#define VD_OPEN_RDONLY     0x1u
+#define VD_OPEN_DIRECT     0x2u
+#define VD_OPEN_NO_BACKING 0x4u
+/* Backends only: make a new, empty node. It appears under its filename only
+ * when vd_dev_publish() is called; closed unpublished, it vanishes. */
+#define VD_OPEN_CREATE     0x100u
+
+/* Preallocation modes, qemu-img's names. */
+enum vd_prealloc {
+    VD_PREALLOC_OFF,
+    VD_PREALLOC_METADATA,
+    VD_PREALLOC_FALLOC,
+    VD_PREALLOC_FULL,
+};
+
+/* Limits a driver declares in open (the core presets the defaults shown). */
+struct vd_limits {
+    uint32_t align;    /* power of two; I/O offsets and lengths are multiples
+                          of it (core does read-modify-write). Default 1.   */
+    uint32_t max_io;   /* largest single request; default 32 MiB            */
+    uint32_t opt_io;   /* preferred request size; default 0 = no preference */
+    bool fua;          /* write honours VD_REQ_FUA; else the core flushes   */
+};
+
+/* Extent flags (the public VDISK_EXTENT_* values, plus ALLOCATED). */
+#define VD_EXT_DATA       0x1u  /* may hold non-zero data                    */
+#define VD_EXT_ZERO       0x2u  /* reads as zeroes                           */
+#define VD_EXT_OFFSET     0x8u  /* host_off/host are valid                   */
+#define VD_EXT_COMPRESSED 0x10u
+#define VD_EXT_ALLOCATED  0x100u /* this layer defines the content; without
+                                    it, reads come from dev->backing (or are
+                                    zeroes when there is none)              */
+
+struct vd_extent {
+    uint64_t len;          /* bytes described, 1..requested length          */
+    uint32_t flags;        /* VD_EXT_*                                      */
+    uint64_t host_off;     /* with VD_EXT_OFFSET: offset inside host        */
+    struct vd_dev *host;   /* with VD_EXT_OFFSET: the leaf holding the data */
+};
+
+struct vd_driver {
+    const char *name;               /* "file", "raw", "qcow2", "linear"   */
+    enum vd_kind kind;
+    size_t priv_size;               /* core allocates it zeroed: vd_priv() */
+    enum vd_thread_model thread_model;
+    const struct vd_option *open_options;   /* NULL: none accepted        */
+    const struct vd_option *create_options; /* formats: for create        */
+
+    /*
+     * Formats only: how sure the driver is that head (the first len bytes
+     * of the file, len <= 4096, possibly less for tiny files) is its
+     * format: 0 = not mine ... 100 = certain. Raw answers 1.
+     */
+    int (*probe)(const uint8_t *head, size_t len);
+
+    /*
+     * Open the node. filename is the node's name (a path for backends);
+     * dev->flags holds VD_OPEN_*. For FORMAT and FILTER drivers the core has
+     * already opened child 0. opts were validated against open_options.
+     * open sets dev->size (or the core calls get_size) and may adjust
+     * dev->limits. Returns 0 or -errno after vd_err(); on failure the core
+     * does not call close, so open undoes its own partial work.
+     */
+    int (*open)(struct vd_dev *dev, const char *filename,
+                const struct vd_opts *opts);
+
+    /* Undo exactly what open did. Children are closed by the core after. */
+    void (*close)(struct vd_dev *dev);
+
+    /*
+     * Formats: write a new image of virtual size `size` into file, a newly
+     * created empty writable node. opts were validated against
+     * create_options. Returns 0 or -errno.
+     */
+    int (*create)(struct vd_dev *file, uint64_t size,
+                  const struct vd_opts *opts);
+
+    /* Backends opened with VD_OPEN_CREATE: make the node visible. */
+    int (*publish)(struct vd_dev *dev);
+
+    /*
+     * Data path. The core guarantees: the device is open, [off, off+len)
+     * lies inside dev->size, off and len are multiples of limits.align, 0 <
+     * len <= limits.max_io, flags hold only VD_REQ_* bits meaningful for
+     * the call, and writes never reach a read-only device. Return 0 or
+     * -errno; never print. A NULL callback gets the core's default: FORMAT,
+     * FILTER and TARGET drivers with one child pass the call to child 0;
+     * BACKEND zero is emulated by writes, discard is a no-op, flush is a
+     * no-op.
+     */
+    int (*read)(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off);
+    int (*write)(struct vd_dev *dev, const void *buf, uint64_t len,
+                 uint64_t off, unsigned flags);
+    /* May return -ENOTSUP: the core then writes zeroes (unless FAST_ZERO). */
+    int (*zero)(struct vd_dev *dev, uint64_t len, uint64_t off,
+                unsigned flags);
+    int (*discard)(struct vd_dev *dev, uint64_t len, uint64_t off);
+    int (*flush)(struct vd_dev *dev);
+
+    /*
+     * Describe [off, off + ext->len) for the longest run from off (at most
+     * len bytes) that shares one status. Must set ext->len to 1..len (a
+     * multiple of limits.align unless it reaches the end of the device).
+     * NULL: BACKENDs report data everywhere; one-child drivers pass
+     * through to child 0.
+     */
+    int (*block_status)(struct vd_dev *dev, uint64_t off, uint64_t len,
+                        struct vd_extent *ext);
+
+    /*
+     * Change the virtual size. Growing fills with zeroes, using the
+     * preallocation mode for the new part. Shrinking is only requested
+     * when the user asked for it. NULL: ENOTSUP.
+     */
+    int (*truncate)(struct vd_dev *dev, uint64_t size,
+                    enum vd_prealloc prealloc);
+
+    /* Backends: host bytes allocated (qemu-img "actual-size"); -errno. */
+    int64_t (*allocated_size)(struct vd_dev *dev);
+
+    /*
+     * Add what is special to this node to the qemu-img info object: at
+     * least "format-specific" where the format has any, "cluster-size",
+     * "dirty-flag". The core adds virtual-size, filename, format and
+     * actual-size. Optional.
+     */
+    int (*get_info)(struct vd_dev *dev, struct vd_json *info);
+
+    /*
+     * Formats: the host file size a new image of virtual size `size` needs
+     * with opts ("required"), and with every cluster allocated
+     * ("fully-allocated"). src, when not NULL, is the image to convert:
+     * only its allocated ranges count toward required.
+     */
+    int (*measure)(const struct vd_opts *opts, uint64_t size,
+                   struct vd_dev *src, uint64_t *required,
+                   uint64_t *fully_allocated);
+};
+
+/* The built-in drivers, looked up by name (registry.c). */
+const struct vd_driver *vd_driver_find(const char *name);
+const struct vd_driver *vd_driver_find_kind(const char *name,
+                                            enum vd_kind kind);
+/* Formats in probing order; NULL-terminated. */
+extern const struct vd_driver *const vd_format_drivers[];
+
+#endif /* VDISK_CORE_DRIVER_H */

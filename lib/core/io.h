@@ -1,0 +1,49 @@
+/*
+ * The checked entry points of the data path. Every caller, drivers reading
+ * their children included, goes through these; they validate, align with
+ * read-modify-write, split at max_io, emulate and lock, so drivers get only
+ * requests their contract allows.
+ */
+#ifndef VDISK_CORE_IO_H
+#define VDISK_CORE_IO_H
+
+#include <stdint.h>
+
+#include "../util/compiler.h"
+#include "dev.h"
+
+/* Each returns 0 or -errno with the error set. */
+VD_MUST_CHECK int vd_read(struct vd_dev *dev, void *buf, uint64_t len,
+                          uint64_t off);
+VD_MUST_CHECK int vd_write(struct vd_dev *dev, const void *buf, uint64_t len,
+                           uint64_t off, unsigned flags);
+VD_MUST_CHECK int vd_zero(struct vd_dev *dev, uint64_t len, uint64_t off,
+                          unsigned flags);
+VD_MUST_CHECK int vd_discard(struct vd_dev *dev, uint64_t len, uint64_t off);
+VD_MUST_CHECK int vd_flush(struct vd_dev *dev);
+
+/*
+ * Status of the run starting at off in this node only (ext->len is set to
+ * 1..len). off < dev->size; len is clamped to the device end.
+ */
+VD_MUST_CHECK int vd_block_status(struct vd_dev *dev, uint64_t off,
+                                  uint64_t len, struct vd_extent *ext);
+
+/*
+ * Status looking through the backing chain: where the top is not
+ * ALLOCATED, asks dev->backing, and so on. *depth is the layer that
+ * defines the run (0 = dev); a run no layer defines reads as zeroes and
+ * has depth = the chain length without VD_EXT_ALLOCATED.
+ */
+VD_MUST_CHECK int vd_block_status_chain(struct vd_dev *dev, uint64_t off,
+                                        uint64_t len, struct vd_extent *ext,
+                                        unsigned *depth);
+
+/* Resize; updates dev->size. */
+VD_MUST_CHECK int vd_truncate(struct vd_dev *dev, uint64_t size,
+                              enum vd_prealloc prealloc);
+
+/* True if all len bytes of buf are zero. */
+bool vd_buf_is_zero(const void *buf, size_t len);
+
+#endif /* VDISK_CORE_IO_H */

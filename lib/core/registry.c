@@ -1,0 +1,36 @@
+/* The static list of built-in drivers; no plugins are loaded at run time. */
+#include <string.h>
+
+#include "driver.h"
+
+extern const struct vd_driver file_driver, mem_driver, raw_driver;
+
+/* Probing order: specific formats first, raw (score 1) last. */
+const struct vd_driver *const vd_format_drivers[] = {
+    &raw_driver,
+    NULL,
+};
+
+static const struct vd_driver *const all_drivers[] = {
+    &file_driver,
+    &mem_driver,
+    &raw_driver,
+};
+
+const struct vd_driver *vd_driver_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(all_drivers) / sizeof(all_drivers[0]);
+         i++) {
+        if (strcmp(all_drivers[i]->name, name) == 0) {
+            return all_drivers[i];
+        }
+    }
+    return NULL;
+}
+
+const struct vd_driver *vd_driver_find_kind(const char *name,
+                                            enum vd_kind kind)
+{
+    const struct vd_driver *drv = vd_driver_find(name);
+    return drv && drv->kind == kind ? drv : NULL;
+}

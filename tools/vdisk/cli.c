@@ -1,0 +1,134 @@
+/* Helpers shared by the command files: errors, sizes, opening, signals. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/error.h"
+#include "util/size.h"
+
+const char *cli_command = "vdisk";
+static volatile sig_atomic_t interrupted;
+
+static void verror(const char *fmt, va_list ap)
+{
+    fprintf(stderr, "vdisk %s: ", cli_command);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+int cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror(fmt, ap);
+    va_end(ap);
+    return CLI_EXIT_FAIL;
+}
+
+int cli_lib_error(void)
+{
+    return cli_error("%s", vd_err_message());
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "vdisk %s: ", cli_command);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (try 'vdisk %s --help')\n", cli_command);
+    return CLI_EXIT_FAIL;
+}
+
+bool cli_parse_size(const char *what, const char *text, uint64_t *out)
+{
+    int ret = vd_parse_size(text, out);
+    if (ret == -ERANGE) {
+        cli_error("%s '%s' is too large", what, text);
+        return false;
+    }
+    if (ret < 0) {
+        cli_error("Invalid %s '%s': use a number with an optional suffix "
+                  "k, M, G, T, P or E", what, text);
+        return false;
+    }
+    return true;
+}
+
+bool cli_parse_output(const char *text, bool *json)
+{
+    if (strcmp(text, "json") == 0) {
+        *json = true;
+    } else if (strcmp(text, "human") == 0) {
+        *json = false;
+    } else {
+        cli_error("--output must be 'human' or 'json', not '%s'", text);
+        return false;
+    }
+    return true;
+}
+
+bool cli_parse_cache(const char *text, unsigned *open_flags)
+{
+    static const struct {
+        const char *name;
+        unsigned flags;
+    } modes[] = {
+        { "none", VD_OPEN_DIRECT },  { "directsync", VD_OPEN_DIRECT },
+        { "writeback", 0 },          { "writethrough", 0 },
+        { "unsafe", 0 },
+    };
+    for (size_t i = 0; i < VD_ARRAY_SIZE(modes); i++) {
+        if (strcmp(text, modes[i].name) == 0) {
+            *open_flags = modes[i].flags;
+            return true;
+        }
+    }
+    cli_error("Invalid cache mode '%s' (none, writeback, writethrough, "
+              "directsync, unsafe)", text);
+    return false;
+}
+
+struct vd_dev *cli_open(const char *spec, const char *fmt, unsigned flags)
+{
+    struct vd_dev *dev = vd_dev_open_spec(spec, fmt, flags);
+    if (!dev) {
+        cli_lib_error();
+    }
+    return dev;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+void cli_catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+bool cli_interrupted(void)
+{
+    return interrupted != 0;
+}
+
+int cli_print(const char *text)
+{
+    if (fputs(text, stdout) == EOF || fputc('\n', stdout) == EOF ||
+        fflush(stdout) == EOF) {
+        return cli_error("cannot write output: %s", strerror(errno));
+    }
+    return CLI_EXIT_OK;
+}

@@ -1,0 +1,71 @@
+/*
+ * What the vdisk command files share: the command table entry points, error
+ * reporting (one line on stderr, non-zero exit) and option helpers.
+ */
+#ifndef VDISK_TOOLS_CLI_H
+#define VDISK_TOOLS_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/dev.h"
+#include "util/compiler.h"
+
+/* Exit codes shared by all commands (compare and check add their own). */
+#define CLI_EXIT_OK    0
+#define CLI_EXIT_FAIL  1
+
+/* Every command: argv[0] is the command name. Returns the exit code. */
+int cmd_create(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_map(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_dd(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_io(int argc, char **argv);
+
+/* The running command's name, for messages ("convert"). */
+extern const char *cli_command;
+
+/* "vdisk CMD: message" on stderr. Returns CLI_EXIT_FAIL for tail calls. */
+int cli_error(const char *fmt, ...) VD_PRINTF(1, 2);
+
+/* Report the library's last error ("vdisk CMD: <message>"). */
+int cli_lib_error(void);
+
+/* Usage error: the message plus a hint to --help; returns CLI_EXIT_FAIL. */
+int cli_usage_error(const char *fmt, ...) VD_PRINTF(1, 2);
+
+/* Parse a size argument; on error prints and returns false. */
+bool cli_parse_size(const char *what, const char *text, uint64_t *out);
+
+/* Parse --output=human|json; on error prints and returns false. */
+bool cli_parse_output(const char *text, bool *json);
+
+/*
+ * Open an image for a command: spec as given by the user, fmt from -f
+ * (may be NULL). Prints the error itself and returns NULL on failure.
+ */
+struct vd_dev *cli_open(const char *spec, const char *fmt, unsigned flags);
+
+/*
+ * Parse a cache mode (qemu-img -t/-T: none, writeback, unsafe,
+ * writethrough, directsync) into VD_OPEN_DIRECT or 0.
+ */
+bool cli_parse_cache(const char *text, unsigned *open_flags);
+
+/*
+ * Cancellation: SIGINT/SIGTERM set this flag (after cli_catch_signals) so
+ * long operations stop cleanly and remove what they created.
+ */
+void cli_catch_signals(void);
+bool cli_interrupted(void);
+
+/* Print text followed by a newline to stdout, checking for write errors. */
+int cli_print(const char *text);
+
+#endif /* VDISK_TOOLS_CLI_H */
