@@ -131,7 +131,9 @@ static int file_open(struct vd_dev *dev, const char *path,
         s->is_blockdev = true;
         dev->size = size;
     } else if (S_ISREG(st.st_mode)) {
-        dev->size = (uint64_t)st.st_size;
+        /* Whole sectors, as QEMU sees files: the tail past EOF reads as
+         * zeroes. */
+        dev->size = vd_align_up((uint64_t)st.st_size, 512);
     } else {
         ret = vd_err(EINVAL, "'%s' is not a regular file or block device",
                      path);
@@ -430,6 +432,10 @@ static int file_truncate(struct vd_dev *dev, uint64_t size,
     struct file_state *s = vd_priv(dev);
     uint64_t old = dev->size;
 
+    if (prealloc == VD_PREALLOC_METADATA) {
+        return vd_err(ENOTSUP, "%s: unsupported preallocation mode: metadata",
+                      dev->filename);
+    }
     if (s->is_blockdev) {
         if (size > old) {
             return vd_err(ENOSPC, "%s: cannot grow a block device "

@@ -4,6 +4,7 @@
  * they appear only when complete, and reference counting.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,6 +318,12 @@ struct vd_dev *vd_dev_create(const char *path, const char *format,
         vd_opts_parse(opts_text, fmt->create_options, &opts) < 0) {
         return NULL;
     }
+    if (size > (uint64_t)INT64_MAX - 511) {
+        vd_opts_free(opts);
+        vd_err(EFBIG, "Image size %" PRIu64 " is too large", size);
+        return NULL;
+    }
+    size = vd_align_up(size, 512); /* whole sectors, as qemu-img makes */
     flags = (flags & ~VD_OPEN_RDONLY) | VD_OPEN_CREATE;
     file = vd_dev_open_driver(vd_driver_find("file"), path, flags, NULL,
                               NULL, 0);

@@ -476,18 +476,22 @@ int vd_block_status_chain(struct vd_dev *dev, uint64_t off, uint64_t len,
             return ret;
         }
         if (!cur->backing) {
+            /* Nothing below: unallocated space reads as zeroes. */
+            ext->flags |= VD_EXT_ZERO;
             return 0;
         }
-        len = ext->len;
-        cur = cur->backing;
-        ++*depth;
-        if (off >= cur->size) {
-            /* Past the end of a shorter backing image: zeroes. */
+        if (off >= cur->backing->size) {
+            /* Past the end of a shorter backing image: zeroes, defined by
+             * no layer, reported at the layer that falls through. */
+            len = ext->len;
             memset(ext, 0, sizeof(*ext));
             ext->len = len;
             ext->flags = VD_EXT_ZERO;
             return 0;
         }
+        len = ext->len;
+        cur = cur->backing;
+        ++*depth;
     }
 }
 

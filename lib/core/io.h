@@ -30,10 +30,11 @@ VD_MUST_CHECK int vd_block_status(struct vd_dev *dev, uint64_t off,
                                   uint64_t len, struct vd_extent *ext);
 
 /*
- * Status looking through the backing chain: where the top is not
- * ALLOCATED, asks dev->backing, and so on. *depth is the layer that
- * defines the run (0 = dev); a run no layer defines reads as zeroes and
- * has depth = the chain length without VD_EXT_ALLOCATED.
+ * Status looking through the backing chain, as qemu-img map reports it:
+ * where a layer does not define the run (no VD_EXT_ALLOCATED), asks its
+ * backing image, and so on. *depth is the layer that defines the run
+ * (0 = dev). A run no layer defines reads as zeroes (VD_EXT_ZERO without
+ * VD_EXT_ALLOCATED); its depth is the last layer asked.
  */
 VD_MUST_CHECK int vd_block_status_chain(struct vd_dev *dev, uint64_t off,
                                         uint64_t len, struct vd_extent *ext,
