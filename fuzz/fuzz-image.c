@@ -53,7 +53,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         vd_dev_unref(mem);
         return 0;
     }
-    struct vd_dev *dev = vd_dev_open_format(mem, NULL, VD_OPEN_RDONLY);
+    /* Only the input's bytes: backing and external data files named in
+     * it are never looked up on the host. */
+    struct vd_dev *dev =
+        vd_dev_open_format(mem, NULL, VD_OPEN_RDONLY | VD_OPEN_NO_BACKING);
     if (dev) {
         exercise(dev);
         vd_dev_unref(dev);

@@ -442,25 +442,27 @@ static int file_truncate(struct vd_dev *dev, uint64_t size,
                           "(%llu bytes)", dev->filename,
                           (unsigned long long)old);
         }
+        dev->size = size;
         return 0;
     }
-    if (size > (uint64_t)INT64_MAX) {
+    if (size > (uint64_t)INT64_MAX - 511) {
         return vd_err(EFBIG, "%s: size too large", dev->filename);
     }
+    int ret = 0;
     if (prealloc == VD_PREALLOC_FALLOC && size > old) {
         if (fallocate(s->fd, 0, (off_t)old, (off_t)(size - old)) < 0) {
-            return vd_err_sys(errno, "%s: could not preallocate",
-                              dev->filename);
+            ret = vd_err_sys(errno, "%s: could not preallocate",
+                             dev->filename);
         }
-        return 0;
+    } else if (prealloc == VD_PREALLOC_FULL && size > old) {
+        ret = write_zeroes_from(dev, old, size);
+    } else if (ftruncate(s->fd, (off_t)size) < 0) {
+        ret = vd_err_sys(errno, "%s: could not resize", dev->filename);
     }
-    if (prealloc == VD_PREALLOC_FULL && size > old) {
-        return write_zeroes_from(dev, old, size);
+    if (ret == 0) {
+        dev->size = vd_align_up(size, 512); /* as file_open sees it */
     }
-    if (ftruncate(s->fd, (off_t)size) < 0) {
-        return vd_err_sys(errno, "%s: could not resize", dev->filename);
-    }
-    return 0;
+    return ret;
 }
 
 static int64_t file_allocated_size(struct vd_dev *dev)

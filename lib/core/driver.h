@@ -148,9 +148,11 @@ struct vd_driver {
                         struct vd_extent *ext);
 
     /*
-     * Change the virtual size. Growing fills with zeroes, using the
+     * Change the virtual size and set dev->size to it (rounded up where the
+     * node keeps whole sectors). Growing fills with zeroes, using the
      * preallocation mode for the new part. Shrinking is only requested
-     * when the user asked for it. NULL: ENOTSUP.
+     * when the user asked for it, and never with preallocation. NULL:
+     * filters pass it to child 0, others fail with ENOTSUP.
      */
     int (*truncate)(struct vd_dev *dev, uint64_t size,
                     enum vd_prealloc prealloc);

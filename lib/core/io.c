@@ -482,11 +482,9 @@ int vd_block_status_chain(struct vd_dev *dev, uint64_t off, uint64_t len,
         }
         if (off >= cur->backing->size) {
             /* Past the end of a shorter backing image: zeroes, defined by
-             * no layer, reported at the layer that falls through. */
-            len = ext->len;
-            memset(ext, 0, sizeof(*ext));
-            ext->len = len;
-            ext->flags = VD_EXT_ZERO;
+             * no layer, reported at the layer that falls through with the
+             * flags it gave (an offset it reserved stays, as in QEMU). */
+            ext->flags |= VD_EXT_ZERO;
             return 0;
         }
         len = ext->len;
@@ -501,20 +499,23 @@ int vd_truncate(struct vd_dev *dev, uint64_t size, enum vd_prealloc prealloc)
     if (ret < 0) {
         return ret;
     }
-    if (!dev->drv->truncate) {
-        if (passes_through(dev) && dev->drv->kind == VD_KIND_FILTER) {
-            ret = vd_truncate(dev->children[0], size, prealloc);
-        } else {
-            return vd_err(ENOTSUP, "%s: the '%s' driver cannot resize",
-                          dev->filename, dev->drv->name);
-        }
-    } else {
+    if (size < dev->size && prealloc != VD_PREALLOC_OFF) {
+        return vd_err(EINVAL, "%s: cannot use preallocation for shrinking",
+                      dev->filename);
+    }
+    if (dev->drv->truncate) {
         lock(dev);
         ret = driver_result(dev->drv->truncate(dev, size, prealloc));
         unlock(dev);
+        return ret;
     }
-    if (ret == 0) {
-        dev->size = size;
+    if (passes_through(dev) && dev->drv->kind == VD_KIND_FILTER) {
+        ret = vd_truncate(dev->children[0], size, prealloc);
+        if (ret == 0) {
+            dev->size = dev->children[0]->size;
+        }
+        return ret;
     }
-    return ret;
+    return vd_err(ENOTSUP, "%s: the '%s' driver cannot resize",
+                  dev->filename, dev->drv->name);
 }

@@ -27,7 +27,11 @@ static int raw_probe(const uint8_t *head, size_t len)
 static int raw_truncate(struct vd_dev *dev, uint64_t size,
                         enum vd_prealloc prealloc)
 {
-    return vd_truncate(vd_child(dev, 0), size, prealloc);
+    int ret = vd_truncate(vd_child(dev, 0), size, prealloc);
+    if (ret == 0) {
+        dev->size = vd_child(dev, 0)->size;
+    }
+    return ret;
 }
 
 static int raw_create(struct vd_dev *file, uint64_t size,
