@@ -4,9 +4,11 @@
 #include "driver.h"
 
 extern const struct vd_driver file_driver, mem_driver, raw_driver;
+extern const struct vd_driver qcow2_driver;
 
 /* Probing order: specific formats first, raw (score 1) last. */
 const struct vd_driver *const vd_format_drivers[] = {
+    &qcow2_driver,
     &raw_driver,
     NULL,
 };
@@ -14,6 +16,7 @@ const struct vd_driver *const vd_format_drivers[] = {
 static const struct vd_driver *const all_drivers[] = {
     &file_driver,
     &mem_driver,
+    &qcow2_driver,
     &raw_driver,
 };
 

@@ -1,0 +1,301 @@
+/*
+ * The qcow2 driver's private header: host-order structures decoded from
+ * the on-disk ones in qcow2-layout.h, the driver state, and each file's
+ * functions grouped by the file that implements them.
+ */
+#ifndef VDISK_FORMATS_QCOW2_QCOW2_H
+#define VDISK_FORMATS_QCOW2_QCOW2_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/dev.h"
+#include "qcow2-layout.h"
+#include "util/compiler.h"
+#include "util/json.h"
+
+/* The header (qcow2_header_disk) in host order; v2 fields are defaulted. */
+struct qcow2_header {
+    uint32_t version;
+    uint64_t backing_file_offset;
+    uint32_t backing_file_size;
+    uint32_t cluster_bits;
+    uint64_t size;
+    uint32_t crypt_method;
+    uint32_t l1_size;
+    uint64_t l1_table_offset;
+    uint64_t refcount_table_offset;
+    uint32_t refcount_table_clusters;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    uint32_t refcount_order;
+    uint32_t header_length;
+    uint8_t compression_type;
+};
+
+/* One feature name table entry. */
+struct qcow2_feature {
+    uint8_t type; /* QCOW2_FEAT_TYPE_* */
+    uint8_t bit;
+    char name[47]; /* NUL-terminated    */
+};
+
+/* What the header extensions say. Strings are NULL when absent. */
+struct qcow2_exts {
+    char *backing_format;
+    char *data_file;
+    struct qcow2_feature *features;
+    size_t nr_features;
+    bool has_bitmaps; /* the extension is present              */
+    uint32_t nb_bitmaps;
+    uint64_t bitmap_dir_size;
+    uint64_t bitmap_dir_offset;
+    bool has_crypto;
+    uint64_t crypto_offset;
+    uint64_t crypto_length;
+    unsigned nr_unknown; /* unknown extensions, tolerated         */
+};
+
+/* One snapshot table entry in host order. */
+struct qcow2_snapshot {
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    char *id_str;
+    char *name;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size;
+    uint64_t disk_size;
+    uint64_t icount; /* UINT64_MAX: not recorded */
+    uint32_t extra_data_size;
+};
+
+/* One bitmap directory entry, as far as info needs it. */
+struct qcow2_bitmap {
+    char *name;
+    uint64_t table_offset;
+    uint32_t table_size;
+    uint32_t flags; /* QCOW2_BME_FLAG_* */
+    uint8_t granularity_bits;
+};
+
+/* What one guest subcluster is (QEMU's QCow2SubclusterType). */
+enum qcow2_sc_type {
+    QCOW2_SC_NORMAL,            /* data at host_off                      */
+    QCOW2_SC_COMPRESSED,        /* compressed cluster                    */
+    QCOW2_SC_ZERO_PLAIN,        /* reads as zeroes, no host cluster      */
+    QCOW2_SC_ZERO_ALLOC,        /* reads as zeroes, host cluster kept    */
+    QCOW2_SC_UNALLOCATED_PLAIN, /* from backing, no host cluster         */
+    QCOW2_SC_UNALLOCATED_ALLOC, /* from backing, host cluster allocated  */
+};
+
+/* The answer of qcow2_get_mapping(): len bytes from the asked offset. */
+struct qcow2_mapping {
+    enum qcow2_sc_type type;
+    uint64_t len;
+    uint64_t host_off; /* NORMAL and *_ALLOC: where the asked offset is */
+    uint64_t comp_off; /* COMPRESSED: the compressed bytes in the file, */
+    uint64_t comp_len; /* and how many may be read                      */
+};
+
+struct qcow2_cache;
+
+struct qcow2_state {
+    struct qcow2_header hdr;
+    struct qcow2_exts exts;
+
+    /* Geometry, derived once from the header. */
+    uint64_t cluster_size;
+    unsigned cluster_bits;
+    unsigned l2_bits;        /* log2 of entries per L2 table          */
+    unsigned l2_entry_size;  /* 8, or 16 with extended L2 entries     */
+    unsigned sc_bits;        /* log2 of the subcluster size           */
+    unsigned sc_per_cluster; /* 32 with extended L2 entries, else 1   */
+    unsigned csize_shift;    /* compressed descriptor fields          */
+    uint64_t csize_mask;
+    uint64_t coffset_mask;
+    unsigned refcount_block_bits; /* log2 of entries per refcount block   */
+
+    struct vd_dev *file;      /* child 0: header, tables, data         */
+    struct vd_dev *data_file; /* where guest data lives: file, the
+                                 external data file, or NULL when the
+                                 external one was not opened           */
+    uint64_t file_size;       /* of file, at open                      */
+    bool external_data;       /* incompatible bit DATA_FILE            */
+    bool data_file_raw;       /* autoclear bit DATA_FILE_RAW           */
+
+    char *backing_file; /* as recorded; NULL: no backing file    */
+
+    uint64_t *l1_table; /* hdr.l1_size host-order entries        */
+
+    struct qcow2_snapshot *snapshots;
+    uint32_t nr_snapshots;
+    struct qcow2_bitmap *bitmaps;
+    uint32_t nr_bitmaps;
+
+    /*
+     * lock protects everything below: the caches and the lazily loaded
+     * refcount table. Data reads never hold it.
+     */
+    pthread_mutex_t lock;
+    bool lock_init;
+    struct qcow2_cache *l2_cache;
+    struct qcow2_cache *refblock_cache;
+    uint64_t *refcount_table;    /* loaded on first use                   */
+    uint64_t refcount_table_len; /* entries                               */
+    bool prealloc_checked;
+    bool metadata_prealloc; /* QEMU's detected metadata preallocation */
+};
+
+/* Every qcow2 node is opened read-only, so these are limits, not knobs. */
+#define QCOW2_L2_CACHE_MAX_BYTES    (8u << 20)
+#define QCOW2_L2_CACHE_MIN_TABLES   4u
+#define QCOW2_REFBLOCK_CACHE_TABLES 4u
+/* Backing chains deeper than this are refused (also catches loops). */
+#define QCOW2_MAX_BACKING_DEPTH     128
+
+/* qcow2-header.c */
+/*
+ * Decode and validate the header at the start of buf (len bytes, at least
+ * the header length the header itself declares). Fields of a v2 header
+ * not present on disk get their defined defaults. Returns 0, -EINVAL (not
+ * a qcow2 header), -ENOTSUP (a version or feature we do not read) or
+ * -EUCLEAN (inconsistent values), with the error set.
+ */
+VD_MUST_CHECK int qcow2_header_decode(const void *buf, size_t len,
+                                      struct qcow2_header *hdr);
+/*
+ * Encode hdr into buf (len bytes, zeroed first): 72 bytes for v2,
+ * hdr->header_length for v3. Returns the bytes written, 0 when len is too
+ * small or header_length is outside [104, 112].
+ */
+size_t qcow2_header_encode(const struct qcow2_header *hdr, void *buf,
+                           size_t len);
+/*
+ * Decode the header extensions in buf, the first cluster of the image
+ * (len bytes), between the end of the header and end (the backing file
+ * name's offset, or the end of the cluster). Returns 0 or -errno with the
+ * error set; free out with qcow2_exts_free() in both cases.
+ */
+VD_MUST_CHECK int qcow2_exts_decode(const uint8_t *buf, size_t len,
+                                    const struct qcow2_header *hdr,
+                                    struct qcow2_exts *out);
+void qcow2_exts_free(struct qcow2_exts *exts);
+/*
+ * -ENOTSUP naming every incompatible feature we cannot handle (by its name
+ * in the image's feature table when it has one), or 0.
+ */
+VD_MUST_CHECK int qcow2_check_incompatible(const struct qcow2_header *hdr,
+                                           const struct qcow2_exts *exts);
+/*
+ * Check that [off, off + len) is a table that lies inside a file of
+ * file_size bytes, cluster aligned, not over the header cluster. what
+ * names the table in the message. Returns 0 or -EUCLEAN.
+ */
+VD_MUST_CHECK int qcow2_check_table(uint64_t off, uint64_t len,
+                                    uint64_t cluster_size, uint64_t file_size,
+                                    const char *what);
+/*
+ * A string stored without terminator (n bytes, or up to the first NUL)
+ * as a new C string; NULL when out of memory.
+ */
+char *qcow2_dup_string(const uint8_t *p, size_t n);
+/* "AES", "LUKS": the name of an encryption method, for messages. */
+const char *qcow2_crypt_name(uint32_t method);
+
+/* qcow2-cache.c */
+/*
+ * A cache of nr tables of table_size bytes (L2 tables, refcount blocks),
+ * kept as the raw big-endian bytes read from the file. The caller
+ * serialises all calls with the state lock.
+ */
+struct qcow2_cache *qcow2_cache_new(unsigned nr, size_t table_size);
+void qcow2_cache_free(struct qcow2_cache *c);
+/*
+ * The table at off in file (cluster aligned, inside the file: checked by
+ * the caller), read on a miss. *table stays valid until the next call on
+ * this cache. Returns 0 or -errno with the error set.
+ */
+VD_MUST_CHECK int qcow2_cache_get(struct qcow2_cache *c, struct vd_dev *file,
+                                  uint64_t off, const uint8_t **table);
+
+/* qcow2-cluster.c */
+/*
+ * Map guest [off, off + len) (len > 0, inside the disk): how the run
+ * starting at off is stored, for as many bytes as share one kind and, for
+ * NORMAL and *_ALLOC, contiguous host offsets (at most to the end of the
+ * L2 table). Takes the state lock. Returns 0 or -errno (-EUCLEAN for a
+ * corrupt table or entry) with the error set.
+ */
+VD_MUST_CHECK int qcow2_get_mapping(struct vd_dev *dev, uint64_t off,
+                                    uint64_t len, struct qcow2_mapping *m);
+/*
+ * Read and decompress the compressed cluster m describes into out
+ * (cluster_size bytes). Does not take the lock. Returns 0 or -errno.
+ */
+VD_MUST_CHECK int qcow2_read_compressed(struct vd_dev *dev,
+                                        const struct qcow2_mapping *m,
+                                        uint8_t *out);
+/*
+ * Decompress src into exactly dst_len bytes with compression type type
+ * (QCOW2_COMPRESSION_*). Returns 0 or -EIO (without a message).
+ */
+VD_MUST_CHECK int qcow2_decompress(unsigned type, void *dst, size_t dst_len,
+                                   const void *src, size_t src_len);
+
+/* qcow2-refcount.c */
+/*
+ * The refcount of host cluster cluster_idx of the image file. Caller holds
+ * the state lock. Returns 0 or -errno (-EUCLEAN for corrupt tables).
+ */
+VD_MUST_CHECK int qcow2_get_refcount(struct vd_dev *dev, uint64_t cluster_idx,
+                                     uint64_t *refcount);
+/*
+ * QEMU's qcow2_detect_metadata_preallocation(): 1 when at least about 9/10
+ * of the file's clusters have refcounts although far fewer are allocated
+ * in the host file system, 0 when not, -errno. Caller holds the lock.
+ */
+int qcow2_detect_metadata_prealloc(struct vd_dev *dev);
+void qcow2_refcount_close(struct qcow2_state *s);
+
+/* qcow2-snapshot.c */
+/*
+ * Decode one snapshot table entry from buf (len bytes). The first call
+ * may pass only the 40-byte fixed part: *entry_len then says how many
+ * bytes the whole entry takes (padding included) and -EAGAIN asks for
+ * them. disk_size is the default for entries without one. Returns 0,
+ * -EAGAIN or -EUCLEAN; free with qcow2_snapshot_clear().
+ */
+VD_MUST_CHECK int qcow2_snapshot_decode(const uint8_t *buf, size_t len,
+                                        uint64_t disk_size,
+                                        struct qcow2_snapshot *sn,
+                                        size_t *entry_len);
+void qcow2_snapshot_clear(struct qcow2_snapshot *sn);
+/* Read the snapshot table into s->snapshots. Returns 0 or -errno. */
+VD_MUST_CHECK int qcow2_snapshots_read(struct vd_dev *dev);
+void qcow2_snapshots_free(struct qcow2_state *s);
+/* Add qemu-img info's "snapshots" array (only when there are any). */
+void qcow2_snapshots_info(const struct qcow2_state *s, struct vd_json *info);
+
+/* qcow2-bitmap.c */
+/*
+ * Decode a bitmap directory of nb entries from buf (exactly len bytes)
+ * for an image with cluster_bits. Returns 0 or -EUCLEAN; *out is an array
+ * of nb entries to free with qcow2_bitmaps_free_array().
+ */
+VD_MUST_CHECK int qcow2_bitmap_dir_decode(const uint8_t *buf, size_t len,
+                                          uint32_t nb, unsigned cluster_bits,
+                                          struct qcow2_bitmap **out);
+void qcow2_bitmaps_free_array(struct qcow2_bitmap *b, uint32_t nb);
+/* Read the bitmap directory the bitmaps extension points to, if valid. */
+VD_MUST_CHECK int qcow2_bitmaps_read(struct vd_dev *dev);
+/* Add the "bitmaps" array to the format-specific data (when any). */
+void qcow2_bitmaps_info(const struct qcow2_state *s, struct vd_json *data);
+
+#endif /* VDISK_FORMATS_QCOW2_QCOW2_H */
