@@ -187,7 +187,7 @@ struct vdisk_convert_params {
      * (qemu-img -S); 0 means the default 4096; UINT64_MAX writes every
      * byte (full allocation, qemu-img -S 0). */
     uint64_t sparse_size;
-    unsigned workers;           /* parallel requests; 0 = default (8)     */
+    unsigned workers;           /* parallel requests; 0 = default (4)     */
     vdisk_progress_fn progress; /* may be NULL                            */
     void *progress_opaque;
 };

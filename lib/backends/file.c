@@ -28,6 +28,7 @@
 
 #define DIRECT_ALIGN_FILE 4096u
 #define FULL_PREALLOC_CHUNK (1u << 20)
+#define WRITE_BEHIND_MIN (1u << 20) /* smaller writes: no write-behind */
 
 struct file_state {
     int fd;
@@ -308,7 +309,18 @@ static int file_write(struct vd_dev *dev, const void *buf, uint64_t len,
         ret = pwrite_full(s->fd, bounce, len, off);
         free(bounce);
     }
-    return ret < 0 ? vd_err_sys(-ret, "%s: write", dev->filename) : 0;
+    if (ret < 0) {
+        return vd_err_sys(-ret, "%s: write", dev->filename);
+    }
+    if ((dev->flags & VD_OPEN_CREATE) && !(dev->flags & VD_OPEN_DIRECT) &&
+        len >= WRITE_BEHIND_MIN) {
+        /* A new image is fsynced before it is published: start writing
+         * it back now, so that fsync finds little left to do. Advice
+         * only; errors show up at the fsync. */
+        (void)sync_file_range(s->fd, (off_t)off, (off_t)len,
+                              SYNC_FILE_RANGE_WRITE);
+    }
+    return 0;
 }
 
 static bool sector_aligned(uint64_t len, uint64_t off)

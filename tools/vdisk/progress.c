@@ -48,8 +48,12 @@ int progress_update(void *opaque, uint64_t done, uint64_t total)
 
 void progress_finish(struct progress *p)
 {
+    /* qemu-img ends on the 100% line it already drew, with a newline. */
     if (p->mode == PROGRESS_HUMAN) {
-        printf("    (100.00/100%%)\n");
+        if (p->last_hundredths != 10000) {
+            printf("    (100.00/100%%)\r");
+        }
+        printf("\n");
         fflush(stdout);
     }
 }
