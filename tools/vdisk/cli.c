@@ -1,8 +1,10 @@
 /* Helpers shared by the command files: errors, sizes, opening, signals. */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -132,4 +134,83 @@ int cli_print(const char *text)
         return cli_error("cannot write output: %s", strerror(errno));
     }
     return CLI_EXIT_OK;
+}
+
+int cli_bad_option(char **argv, int c)
+{
+    if (c == ':') {
+        return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
+    }
+    if (optopt > 0 && optopt < 256) {
+        return cli_usage_error("unknown option '-%c'", optopt);
+    }
+    return cli_usage_error("unknown option '%s'", argv[optind - 1]);
+}
+
+bool cli_wants_option_help(const char *list)
+{
+    const char *p = list;
+
+    while (*p) {
+        size_t n = 0;
+        /* ",," is an escaped comma inside a value, not a separator. */
+        while (p[n] && !(p[n] == ',' && p[n + 1] != ',')) {
+            n += (p[n] == ',') ? 2 : 1;
+        }
+        if ((n == 4 && strncmp(p, "help", 4) == 0) || (n == 1 && *p == '?')) {
+            return true;
+        }
+        p += n;
+        if (*p == ',') {
+            p++;
+        }
+    }
+    return false;
+}
+
+struct vd_option *cli_create_option_table(const struct vd_driver *fmt)
+{
+    static const struct vd_option size_option = {
+        "size", VD_OPT_SIZE, "Virtual disk size", NULL, 0, 0,
+    };
+    size_t n = 0;
+
+    while (fmt->create_options && fmt->create_options[n].name) {
+        n++;
+    }
+    struct vd_option *table = calloc(n + 2, sizeof(*table));
+    if (!table) {
+        cli_error("out of memory");
+        return NULL;
+    }
+    table[0] = size_option;
+    for (size_t i = 0; i < n; i++) {
+        table[i + 1] = fmt->create_options[i];
+    }
+    return table;
+}
+
+int cli_print_option_help(const struct vd_driver *fmt, bool name_format)
+{
+    struct vd_option *table = cli_create_option_table(fmt);
+    if (!table) {
+        return CLI_EXIT_FAIL;
+    }
+    struct vd_strbuf sb = VD_STRBUF_INIT;
+    if (name_format) {
+        vd_strbuf_addf(&sb, "Supported %s options:\n", fmt->name);
+    } else {
+        vd_strbuf_add(&sb, "Supported options:\n");
+    }
+    vd_opts_print_help(&sb, table);
+    free(table);
+    char *text = vd_strbuf_take(&sb);
+    if (!text) {
+        return cli_error("out of memory");
+    }
+    int ret = fputs(text, stdout) == EOF || fflush(stdout) == EOF
+                  ? cli_error("cannot write output: %s", strerror(errno))
+                  : CLI_EXIT_OK;
+    free(text);
+    return ret;
 }

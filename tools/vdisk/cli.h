@@ -65,6 +65,29 @@ bool cli_parse_cache(const char *text, unsigned *open_flags);
 void cli_catch_signals(void);
 bool cli_interrupted(void);
 
+/*
+ * getopt_long's error cases (called with its return value ':' or '?'):
+ * "option '-x' needs a value" or "unknown option '...'"; returns
+ * CLI_EXIT_FAIL. Commands set opterr = 0 and start optstring with ':'.
+ */
+int cli_bad_option(char **argv, int c);
+
+/* True when an -o list asks for help: an element "help" or "?". */
+bool cli_wants_option_help(const char *list);
+
+/*
+ * fmt's creation options with "size" in front, as qemu-img's -o takes
+ * them; free() it. Prints the error and returns NULL when out of memory.
+ */
+struct vd_option *cli_create_option_table(const struct vd_driver *fmt);
+
+/*
+ * `-o help`: "Supported FMT options:" (or "Supported options:" when
+ * name_format is false, as qemu-img prints once a target is named) and
+ * the table. Returns the exit code.
+ */
+int cli_print_option_help(const struct vd_driver *fmt, bool name_format);
+
 /* Print text followed by a newline to stdout, checking for write errors. */
 int cli_print(const char *text);
 

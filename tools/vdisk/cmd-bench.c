@@ -267,17 +267,6 @@ static bool parse_sized(const char *what, const char *text, uint64_t max,
     return true;
 }
 
-static int bad_option(char **argv, int c)
-{
-    if (c == ':') {
-        return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
-    }
-    if (optopt && optopt < OPT_PATTERN) {
-        return cli_usage_error("unknown option '-%c'", optopt);
-    }
-    return cli_usage_error("unknown option '%s'", argv[optind - 1]);
-}
-
 /* Options into p; returns -1 to go on, else the exit code. */
 static int parse_options(int argc, char **argv, struct bench_params *p)
 {
@@ -355,7 +344,7 @@ static int parse_options(int argc, char **argv, struct bench_params *p)
             p->drain = false;
             break;
         default:
-            return bad_option(argv, c);
+            return cli_bad_option(argv, c);
         }
     }
     if (optind != argc - 1) {

@@ -51,17 +51,6 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int bad_option(char **argv, int c)
-{
-    if (c == ':') {
-        return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
-    }
-    if (optopt) {
-        return cli_usage_error("unknown option '-%c'", optopt);
-    }
-    return cli_usage_error("unknown option '%s'", argv[optind - 1]);
-}
-
 /*
  * Check dev (repairing what fix allows) and print the result; returns the
  * exit code. No driver can check yet, so this is qemu-img's answer for
@@ -115,7 +104,7 @@ int cmd_check(int argc, char **argv)
             fputs(usage_text, stdout);
             return CLI_EXIT_OK;
         default:
-            return bad_option(argv, c);
+            return cli_bad_option(argv, c);
         }
     }
     if (optind != argc - 1) {

@@ -288,7 +288,8 @@ int cmd_compare(int argc, char **argv)
     bool strict = false;
     int opt;
 
-    while ((opt = getopt_long(argc, argv, "hf:F:sT:Upq", longopts, NULL)) !=
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":hf:F:sT:Upq", longopts, NULL)) !=
            -1) {
         switch (opt) {
         case 'h':
@@ -317,7 +318,7 @@ int cmd_compare(int argc, char **argv)
             c.quiet = true;
             break;
         default:
-            cli_usage_error("invalid option");
+            cli_bad_option(argv, opt);
             return CMP_ERR_OPEN;
         }
     }

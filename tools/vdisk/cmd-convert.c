@@ -65,22 +65,6 @@ static void usage(void)
         "complete.\n");
 }
 
-/* qemu-img's -o list: "help" or "?" anywhere in it asks for help. */
-static bool wants_option_help(const char *list)
-{
-    const char *p = list;
-    while (p && *p) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if ((len == 4 && strncmp(p, "help", 4) == 0) ||
-            (len == 1 && *p == '?')) {
-            return true;
-        }
-        p = end ? end + 1 : NULL;
-    }
-    return false;
-}
-
 /* Like qemu-img's accumulate_options(): several -o join with ','. */
 static bool add_options(struct vd_strbuf *opts, const char *list)
 {
@@ -108,23 +92,9 @@ static int print_option_help(const char *fmt, bool have_dst)
     }
     if (!drv->create) {
         return cli_error("Format driver '%s' does not support image "
-                         "creation",
-                         fmt);
+                         "creation", fmt);
     }
-    struct vd_strbuf sb = VD_STRBUF_INIT;
-    if (have_dst) {
-        vd_strbuf_add(&sb, "Supported options:\n");
-    } else {
-        vd_strbuf_addf(&sb, "Supported %s options:\n", fmt);
-    }
-    vd_opts_print_help(&sb, drv->create_options);
-    char *text = vd_strbuf_take(&sb);
-    if (!text) {
-        return cli_error("out of memory");
-    }
-    fputs(text, stdout);
-    free(text);
-    return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    return cli_print_option_help(drv, !have_dst);
 }
 
 struct convert_args {
@@ -190,7 +160,8 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
     bool have_options = false;
     int c;
 
-    while ((c = getopt_long(argc, argv, "hf:O:o:cpS:nWm:t:T:Uq", longopts,
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hf:O:o:cpS:nWm:t:T:Uq", longopts,
                             NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -259,7 +230,7 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
             a->quiet = true;
             break;
         default:
-            return cli_usage_error("invalid option");
+            return cli_bad_option(argv, c);
         }
     }
     if (a->quiet) {
@@ -273,7 +244,7 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
         return cli_usage_error("--target-is-zero requires use of -n");
     }
     int nargs = argc - optind;
-    if (have_options && wants_option_help(options->str)) {
+    if (have_options && cli_wants_option_help(options->str)) {
         return print_option_help(a->dst_fmt, nargs >= 2);
     }
     if (nargs < 2) {

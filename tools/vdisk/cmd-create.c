@@ -41,61 +41,6 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int bad_option(char **argv, int c)
-{
-    if (c == ':') {
-        return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
-    }
-    if (optopt) {
-        return cli_usage_error("unknown option '-%c'", optopt);
-    }
-    return cli_usage_error("unknown option '%s'", argv[optind - 1]);
-}
-
-/* True if one element of an -o list is "help" or "?" (qemu-img's test). */
-static bool wants_help(const char *text)
-{
-    const char *p = text;
-
-    while (*p) {
-        size_t n = 0;
-        while (p[n] && !(p[n] == ',' && p[n + 1] != ',')) {
-            n += (p[n] == ',') ? 2 : 1;
-        }
-        if ((n == 4 && strncmp(p, "help", 4) == 0) || (n == 1 && *p == '?')) {
-            return true;
-        }
-        p += n;
-        if (*p == ',') {
-            p++;
-        }
-    }
-    return false;
-}
-
-/* The format's creation table with "size" in front; free() the result. */
-static struct vd_option *options_with_size(const struct vd_driver *fmt)
-{
-    static const struct vd_option size_option = {
-        "size", VD_OPT_SIZE, "Virtual disk size", NULL, 0, 0,
-    };
-    size_t n = 0;
-
-    while (fmt->create_options && fmt->create_options[n].name) {
-        n++;
-    }
-    struct vd_option *table = calloc(n + 2, sizeof(*table));
-    if (!table) {
-        cli_error("out of memory");
-        return NULL;
-    }
-    table[0] = size_option;
-    for (size_t i = 0; i < n; i++) {
-        table[i + 1] = fmt->create_options[i];
-    }
-    return table;
-}
-
 static bool has_option(const struct vd_driver *fmt, const char *name)
 {
     for (const struct vd_option *o = fmt->create_options; o && o->name; o++) {
@@ -134,27 +79,6 @@ static bool backing_size(const char *backing, const char *backing_fmt,
     *size = dev->size;
     vd_dev_unref(dev);
     return true;
-}
-
-static int print_option_help(const struct vd_driver *fmt)
-{
-    struct vd_strbuf sb = VD_STRBUF_INIT;
-    struct vd_option *table = options_with_size(fmt);
-    if (!table) {
-        return CLI_EXIT_FAIL;
-    }
-    vd_strbuf_addf(&sb, "Supported %s options:\n", fmt->name);
-    vd_opts_print_help(&sb, table);
-    free(table);
-    char *text = vd_strbuf_take(&sb);
-    if (!text) {
-        return cli_error("out of memory");
-    }
-    int ret = fputs(text, stdout) == EOF || fflush(stdout) == EOF
-                  ? cli_error("cannot write output")
-                  : CLI_EXIT_OK;
-    free(text);
-    return ret;
 }
 
 /* "Formatting 'FILE', fmt=raw size=N name=value ..." as qemu-img prints. */
@@ -219,7 +143,7 @@ int cmd_create(int argc, char **argv)
             return CLI_EXIT_OK;
         default:
             vd_strbuf_free(&user_opts);
-            return bad_option(argv, c);
+            return cli_bad_option(argv, c);
         }
     }
     if (user_opts.oom) {
@@ -233,8 +157,8 @@ int cmd_create(int argc, char **argv)
         cli_error("Unknown format '%s'", fmt_name);
         goto out;
     }
-    if (wants_help(opts_text)) {
-        ret = print_option_help(fmt);
+    if (cli_wants_option_help(opts_text)) {
+        ret = cli_print_option_help(fmt, true);
         goto out;
     }
     if (optind >= argc) {
@@ -253,7 +177,7 @@ int cmd_create(int argc, char **argv)
         goto out;
     }
 
-    table = options_with_size(fmt);
+    table = cli_create_option_table(fmt);
     if (!table) {
         goto out;
     }

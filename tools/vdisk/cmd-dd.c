@@ -137,7 +137,8 @@ int cmd_dd(int argc, char **argv)
     struct vd_dev *in = NULL, *out = NULL;
     int c, ret = CLI_EXIT_FAIL;
 
-    while ((c = getopt_long(argc, argv, "hf:O:U", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hf:O:U", longopts, NULL)) != -1) {
         switch (c) {
         case 'h':
             usage();
@@ -151,7 +152,7 @@ int cmd_dd(int argc, char **argv)
         case 'U':
             break; /* vdisk takes no image locks to share */
         default:
-            return cli_usage_error("invalid option");
+            return cli_bad_option(argv, c);
         }
     }
     for (int i = optind; i < argc; i++) {

@@ -40,17 +40,6 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int bad_option(char **argv, int c)
-{
-    if (c == ':') {
-        return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
-    }
-    if (optopt) {
-        return cli_usage_error("unknown option '-%c'", optopt);
-    }
-    return cli_usage_error("unknown option '%s'", argv[optind - 1]);
-}
-
 static const char *json_str(const struct vd_json *obj, const char *key)
 {
     const struct vd_json *j = vd_json_get(obj, key);
@@ -232,7 +221,7 @@ int cmd_info(int argc, char **argv)
             fputs(usage_text, stdout);
             return CLI_EXIT_OK;
         default:
-            return bad_option(argv, c);
+            return cli_bad_option(argv, c);
         }
     }
     if (optind != argc - 1) {

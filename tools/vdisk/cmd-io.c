@@ -261,17 +261,6 @@ static bool run_stdin(struct io_session *s)
     return failed;
 }
 
-static int bad_option(char **argv, int c)
-{
-    if (c == ':') {
-        return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
-    }
-    if (optopt) {
-        return cli_usage_error("unknown option '-%c'", optopt);
-    }
-    return cli_usage_error("unknown option '%s'", argv[optind - 1]);
-}
-
 int cmd_io(int argc, char **argv)
 {
     const char *fmt = NULL;
@@ -313,7 +302,7 @@ int cmd_io(int argc, char **argv)
             return CLI_EXIT_OK;
         default:
             free(cmds);
-            return bad_option(argv, c);
+            return cli_bad_option(argv, c);
         }
     }
     if (optind != argc - 1) {

@@ -53,17 +53,6 @@ struct map_entry {
     const char *filename; /* the leaf holding the bytes, with has_offset */
 };
 
-static int bad_option(char **argv, int c)
-{
-    if (c == ':') {
-        return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
-    }
-    if (optopt) {
-        return cli_usage_error("unknown option '-%c'", optopt);
-    }
-    return cli_usage_error("unknown option '%s'", argv[optind - 1]);
-}
-
 static int get_entry(struct vd_dev *dev, uint64_t off, uint64_t len,
                      struct map_entry *e)
 {
@@ -222,7 +211,7 @@ int cmd_map(int argc, char **argv)
             fputs(usage_text, stdout);
             return CLI_EXIT_OK;
         default:
-            return bad_option(argv, c);
+            return cli_bad_option(argv, c);
         }
     }
     if (optind != argc - 1) {

@@ -46,83 +46,6 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int bad_option(char **argv, int c)
-{
-    if (c == ':') {
-        return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
-    }
-    if (optopt) {
-        return cli_usage_error("unknown option '-%c'", optopt);
-    }
-    return cli_usage_error("unknown option '%s'", argv[optind - 1]);
-}
-
-/* True if one element of an -o list is "help" or "?" (qemu-img's test). */
-static bool wants_help(const char *text)
-{
-    const char *p = text;
-
-    while (*p) {
-        size_t n = 0;
-        while (p[n] && !(p[n] == ',' && p[n + 1] != ',')) {
-            n += (p[n] == ',') ? 2 : 1;
-        }
-        if ((n == 4 && strncmp(p, "help", 4) == 0) || (n == 1 && *p == '?')) {
-            return true;
-        }
-        p += n;
-        if (*p == ',') {
-            p++;
-        }
-    }
-    return false;
-}
-
-/*
- * The format's creation table with "size" in front, as qemu-img accepts it
- * in -o (measure then ignores it: --size or the file decides). free() it.
- */
-static struct vd_option *options_with_size(const struct vd_driver *fmt)
-{
-    static const struct vd_option size_option = {
-        "size", VD_OPT_SIZE, "Virtual disk size", NULL, 0, 0,
-    };
-    size_t n = 0;
-
-    while (fmt->create_options && fmt->create_options[n].name) {
-        n++;
-    }
-    struct vd_option *table = calloc(n + 2, sizeof(*table));
-    if (!table) {
-        cli_error("out of memory");
-        return NULL;
-    }
-    table[0] = size_option;
-    for (size_t i = 0; i < n; i++) {
-        table[i + 1] = fmt->create_options[i];
-    }
-    return table;
-}
-
-static int print_option_help(const struct vd_option *table,
-                             const char *fmt_name)
-{
-    struct vd_strbuf sb = VD_STRBUF_INIT;
-    vd_strbuf_addf(&sb, "Supported %s options:", fmt_name);
-    vd_strbuf_addc(&sb, '\n');
-    vd_opts_print_help(&sb, table);
-    if (sb.len > 0) {
-        sb.str[--sb.len] = '\0'; /* cli_print adds it back */
-    }
-    char *text = vd_strbuf_take(&sb);
-    if (!text) {
-        return cli_error("out of memory");
-    }
-    int ret = cli_print(text);
-    free(text);
-    return ret;
-}
-
 static int print_result(bool json, uint64_t required, uint64_t full)
 {
     struct vd_strbuf sb = VD_STRBUF_INIT;
@@ -202,7 +125,7 @@ int cmd_measure(int argc, char **argv)
             ret = CLI_EXIT_OK;
             goto out;
         default:
-            ret = bad_option(argv, c);
+            ret = cli_bad_option(argv, c);
             goto out;
         }
     }
@@ -216,13 +139,13 @@ int cmd_measure(int argc, char **argv)
         cli_error("Unknown format '%s'", out_fmt);
         goto out;
     }
-    table = options_with_size(fmt);
+    table = cli_create_option_table(fmt);
     if (!table) {
         goto out;
     }
     const char *opts_text = user_opts.str ? user_opts.str : "";
-    if (wants_help(opts_text)) {
-        ret = print_option_help(table, fmt->name);
+    if (cli_wants_option_help(opts_text)) {
+        ret = cli_print_option_help(fmt, true);
         goto out;
     }
 

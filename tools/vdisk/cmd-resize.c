@@ -42,17 +42,6 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int bad_option(char **argv, int c)
-{
-    if (c == ':') {
-        return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
-    }
-    if (optopt) {
-        return cli_usage_error("unknown option '-%c'", optopt);
-    }
-    return cli_usage_error("unknown option '%s'", argv[optind - 1]);
-}
-
 /* --help anywhere before "--" (the size is cut off before getopt runs). */
 static bool asks_help(int argc, char **argv)
 {
@@ -163,7 +152,7 @@ int cmd_resize(int argc, char **argv)
             }
             break;
         default:
-            return bad_option(argv, c);
+            return cli_bad_option(argv, c);
         }
     }
     if (optind != argc - 1) {
