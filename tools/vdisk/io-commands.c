@@ -127,6 +127,30 @@ static int64_t parse_lengths(int argc, char **argv)
     return total;
 }
 
+/*
+ * The "off count" operands of read, write and discard. With capped, a
+ * count over qemu-io's request limit is refused with its message (hint
+ * names the option that lifts the limit).
+ */
+static int parse_off_count(char **argv, bool capped, const char *hint,
+                           int64_t *off, int64_t *count)
+{
+    *off = io_parse_num(argv[0]);
+    if (*off < 0) {
+        return (int)*off;
+    }
+    *count = io_parse_num(argv[1]);
+    if (*count < 0) {
+        return (int)*count;
+    }
+    if (capped && *count > IO_MAX_REQUEST) {
+        printf("length cannot exceed %" PRId64 "%s, given %s\n",
+               IO_MAX_REQUEST, hint, argv[1]);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* ---- read, readv ------------------------------------------------------- */
 
 struct read_opts {
@@ -222,18 +246,10 @@ static int read_run(struct io_session *s, int argc, char **argv)
         io_usage("read");
         return -EINVAL;
     }
-    int64_t off = io_parse_num(argv[optind]);
-    if (off < 0) {
-        return (int)off;
-    }
-    int64_t count = io_parse_num(argv[optind + 1]);
-    if (count < 0) {
-        return (int)count;
-    }
-    if (count > IO_MAX_REQUEST) {
-        printf("length cannot exceed %" PRId64 ", given %s\n", IO_MAX_REQUEST,
-               argv[optind + 1]);
-        return -EINVAL;
+    int64_t off = 0, count = 0;
+    int ret = parse_off_count(argv + optind, true, "", &off, &count);
+    if (ret < 0) {
+        return ret;
     }
     if (!o.has_pattern && (has_pat_len || has_pat_off)) {
         io_usage("read");
@@ -443,18 +459,11 @@ static int write_run(struct io_session *s, int argc, char **argv)
     if (ret < 0) {
         return ret;
     }
-    int64_t off = io_parse_num(argv[optind]);
-    if (off < 0) {
-        return (int)off;
-    }
-    int64_t count = io_parse_num(argv[optind + 1]);
-    if (count < 0) {
-        return (int)count;
-    }
-    if (count > IO_MAX_REQUEST && !(o.flags & VD_REQ_FAST_ZERO)) {
-        printf("length cannot exceed %" PRId64 " without -n, given %s\n",
-               IO_MAX_REQUEST, argv[optind + 1]);
-        return -EINVAL;
+    int64_t off = 0, count = 0;
+    ret = parse_off_count(argv + optind, !(o.flags & VD_REQ_FAST_ZERO),
+                          " without -n", &off, &count);
+    if (ret < 0) {
+        return ret;
     }
     if (o.vmstate || o.compressed) {
         if (off % IO_SECTOR) {
@@ -560,21 +569,13 @@ static int discard_run(struct io_session *s, int argc, char **argv)
         io_usage("discard");
         return -EINVAL;
     }
-    int64_t off = io_parse_num(argv[optind]);
-    if (off < 0) {
-        return (int)off;
-    }
-    int64_t count = io_parse_num(argv[optind + 1]);
-    if (count < 0) {
-        return (int)count;
-    }
-    if (count > IO_MAX_REQUEST) {
-        printf("length cannot exceed %" PRId64 ", given %s\n", IO_MAX_REQUEST,
-               argv[optind + 1]);
-        return -EINVAL;
+    int64_t off = 0, count = 0;
+    int ret = parse_off_count(argv + optind, true, "", &off, &count);
+    if (ret < 0) {
+        return ret;
     }
     struct timespec start = io_now();
-    int ret = check_request(s, off, count);
+    ret = check_request(s, off, count);
     if (ret == 0) {
         ret = vd_discard(s->dev, (uint64_t)count, (uint64_t)off);
     }
