@@ -90,7 +90,7 @@ fuzz:
 		echo "CC=clang $(MESON) setup $(FUZZ_BUILD) ..."; \
 		CC=clang $(MESON) setup $(FUZZ_BUILD) --buildtype=debugoptimized \
 			-Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false \
-			-Dc_args=-fsanitize=fuzzer-no-link || exit 1; \
+			|| exit 1; \
 	fi; \
 	targets=; for f in "$$@"; do targets="$$targets fuzz/$$(basename "$$f" .c)"; done; \
 	$(NINJA) -C $(FUZZ_BUILD) $$targets && \

@@ -4,11 +4,13 @@
 #include "driver.h"
 
 extern const struct vd_driver file_driver, mem_driver, raw_driver;
+extern const struct vd_driver vhdx_driver;
 extern const struct vd_driver qcow2_driver;
 
 /* Probing order: specific formats first, raw (score 1) last. */
 const struct vd_driver *const vd_format_drivers[] = {
     &qcow2_driver,
+    &vhdx_driver,
     &raw_driver,
     NULL,
 };
@@ -17,6 +19,7 @@ static const struct vd_driver *const all_drivers[] = {
     &file_driver,
     &mem_driver,
     &qcow2_driver,
+    &vhdx_driver,
     &raw_driver,
 };
 
