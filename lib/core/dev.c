@@ -185,8 +185,10 @@ const char *vd_dev_format_name(const struct vd_dev *dev)
 }
 
 /*
- * Split "FMT:PATH" when FMT names a format or backend driver. Anything
- * else is a plain path, so "./raw:x" reaches a file named "raw:x".
+ * Split "FMT:PATH" when FMT names a format, backend or target driver.
+ * Anything else is a plain path, so "./raw:x" reaches a file named "raw:x".
+ * A target ("dbs:DEVICE:VOLUME") takes the rest as its filename and is the
+ * whole stack.
  */
 static const struct vd_driver *spec_prefix(const char *spec,
                                            const char **rest)
@@ -200,7 +202,8 @@ static const struct vd_driver *spec_prefix(const char *spec,
     memcpy(name, spec, (size_t)(colon - spec));
     name[colon - spec] = '\0';
     const struct vd_driver *drv = vd_driver_find(name);
-    if (drv && (drv->kind == VD_KIND_FORMAT || drv->kind == VD_KIND_BACKEND)) {
+    if (drv && (drv->kind == VD_KIND_FORMAT || drv->kind == VD_KIND_BACKEND ||
+                drv->kind == VD_KIND_TARGET)) {
         *rest = colon + 1;
         return drv;
     }
@@ -257,6 +260,9 @@ struct vd_dev *vd_dev_open_spec(const char *spec, const char *format,
     if (*path == '\0') {
         vd_err(EINVAL, "'%s': empty file name", spec);
         return NULL;
+    }
+    if (fmt && fmt->kind == VD_KIND_TARGET) {
+        return vd_dev_open_driver(fmt, path, flags, NULL, NULL, 0);
     }
 
     /* A backend named in the spec ("mem:64M", "file:x") replaces the

@@ -23,6 +23,7 @@ static const struct command commands[] = {
     { "check", cmd_check, "check an image for consistency" },
     { "bench", cmd_bench, "measure the I/O speed of an image" },
     { "io", cmd_io, "run qemu-io style commands on an image" },
+    { "dm", cmd_dm, "device-mapper tables and targets" },
 };
 
 static void usage(FILE *out)
