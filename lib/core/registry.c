@@ -7,6 +7,7 @@ extern const struct vd_driver file_driver, mem_driver, raw_driver;
 extern const struct vd_driver vhdx_driver;
 extern const struct vd_driver qcow2_driver;
 extern const struct vd_driver dm_driver;
+extern const struct vd_driver dbs_driver;
 
 /* Probing order: specific formats first, raw (score 1) last. */
 const struct vd_driver *const vd_format_drivers[] = {
@@ -23,6 +24,7 @@ static const struct vd_driver *const all_drivers[] = {
     &vhdx_driver,
     &raw_driver,
     &dm_driver,
+    &dbs_driver,
 };
 
 const struct vd_driver *vd_driver_find(const char *name)

@@ -276,7 +276,8 @@ static const struct vd_driver *spec_driver(const char *spec)
     memcpy(name, spec, (size_t)(colon - spec));
     name[colon - spec] = '\0';
     const struct vd_driver *drv = vd_driver_find(name);
-    if (drv && drv->kind != VD_KIND_FORMAT && drv->kind != VD_KIND_BACKEND) {
+    if (drv && drv->kind != VD_KIND_FORMAT && drv->kind != VD_KIND_BACKEND &&
+        drv->kind != VD_KIND_TARGET) {
         drv = NULL;
     }
     return drv;
@@ -292,10 +293,12 @@ static struct vd_dev *open_destination(const struct convert_args *a,
     }
     /* Like qemu-img, -n opens DST with -O's format (raw by default) and
      * never probes it. A spec naming its driver is opened as named; -O
-     * must then agree with a format prefix. */
+     * must then agree with a format prefix. A target spec ("dbs:DEV:VOL")
+     * is a whole stack of raw bytes: -O does not apply to it. */
     const struct vd_driver *named = spec_driver(a->dst);
     const char *fmt = a->dst_fmt;
-    if (named && (named->kind == VD_KIND_BACKEND || !a->dst_fmt_given)) {
+    if (named && (named->kind == VD_KIND_BACKEND ||
+                  named->kind == VD_KIND_TARGET || !a->dst_fmt_given)) {
         fmt = NULL;
     }
     return vd_dev_open_spec(a->dst, fmt, a->dst_open);

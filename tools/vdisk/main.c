@@ -24,6 +24,7 @@ static const struct command commands[] = {
     { "bench", cmd_bench, "measure the I/O speed of an image" },
     { "io", cmd_io, "run qemu-io style commands on an image" },
     { "dm", cmd_dm, "device-mapper tables and targets" },
+    { "volume", cmd_volume, "thin volumes with snapshots (DBS layout)" },
 };
 
 static void usage(FILE *out)
