@@ -24,7 +24,7 @@ export BUILD ASAN_BUILD PYTHON
 # Targets run one after another; ninja parallelises inside each build.
 .NOTPARALLEL:
 .PHONY: all asan deps demo check check-unit check-integration check-asan \
-	bench fuzz install clean lint help
+	check-vm bench fuzz install clean lint help
 
 all: $(BUILD)/build.ninja
 	$(NINJA) -C $(BUILD)
@@ -69,6 +69,14 @@ check-integration: deps all
 
 check-asan: deps asan
 	@scripts/check.sh asan-unit asan-integration
+
+# Boots a Linux guest in QEMU with PMEM images as nvdimm devices and mounts
+# /dev/pmem0 with -o dax. Not part of `make check`: it needs /dev/kvm (or
+# PMEM_BOOT_ACCEL=tcg), qemu-system-x86_64, /boot/vmlinuz-* and a static
+# busybox, and skips with a message when one is missing.
+check-vm: all
+	@VDISK=$(abspath $(BUILD))/vdisk tests/vm/pmem-boot.sh; rc=$$?; \
+	if [ $$rc -eq 77 ]; then echo "check-vm: skipped"; exit 0; fi; exit $$rc
 
 bench: all
 	@set -- bench/*.sh; \
@@ -116,6 +124,7 @@ help:
 	@echo "make check-unit      meson test in $(BUILD)/"
 	@echo "make check-integration  pytest tests/integration against $(BUILD)/vdisk"
 	@echo "make check-asan      both test suites in the ASan+UBSan build only"
+	@echo "make check-vm        boot a QEMU guest on PMEM images (not in check)"
 	@echo "make bench           run bench/*.sh"
 	@echo "make fuzz            build fuzz/fuzz-*.c with clang and libFuzzer"
 	@echo "make install         meson install from $(BUILD)/"

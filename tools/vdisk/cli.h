@@ -29,6 +29,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_dm(int argc, char **argv);
 int cmd_volume(int argc, char **argv);
+int cmd_pmem(int argc, char **argv);
 
 /* The running command's name, for messages ("convert"). */
 extern const char *cli_command;

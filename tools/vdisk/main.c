@@ -25,6 +25,7 @@ static const struct command commands[] = {
     { "io", cmd_io, "run qemu-io style commands on an image" },
     { "dm", cmd_dm, "device-mapper tables and targets" },
     { "volume", cmd_volume, "thin volumes with snapshots (DBS layout)" },
+    { "pmem", cmd_pmem, "create and inspect PMEM/DAX image files" },
 };
 
 static void usage(FILE *out)
