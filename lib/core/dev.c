@@ -190,8 +190,7 @@ const char *vd_dev_format_name(const struct vd_dev *dev)
  * A target ("dbs:DEVICE:VOLUME") takes the rest as its filename and is the
  * whole stack.
  */
-static const struct vd_driver *spec_prefix(const char *spec,
-                                           const char **rest)
+const struct vd_driver *vd_spec_prefix(const char *spec, const char **rest)
 {
     const char *colon = strchr(spec, ':');
     *rest = spec;
@@ -240,7 +239,7 @@ struct vd_dev *vd_dev_open_spec(const char *spec, const char *format,
 {
     const char *path;
     const struct vd_driver *fmt = NULL;
-    const struct vd_driver *prefixed = spec_prefix(spec, &path);
+    const struct vd_driver *prefixed = vd_spec_prefix(spec, &path);
 
     if (format) {
         fmt = vd_driver_find(format);

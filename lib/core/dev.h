@@ -65,6 +65,13 @@ struct vd_dev *vd_dev_open_spec(const char *spec, const char *format,
                                 unsigned flags);
 
 /*
+ * The driver a spec's "NAME:" prefix names (a format, back end or target),
+ * with *rest set to what follows the colon; NULL and *rest = spec for a
+ * plain path.
+ */
+const struct vd_driver *vd_spec_prefix(const char *spec, const char **rest);
+
+/*
  * Open format (NULL: probe it from the first bytes) over file, taking over
  * the caller's reference to file (also on failure).
  */

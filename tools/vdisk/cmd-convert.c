@@ -265,24 +265,6 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
     return -1;
 }
 
-/* The driver a spec's "NAME:" prefix names, or NULL for a plain path. */
-static const struct vd_driver *spec_driver(const char *spec)
-{
-    const char *colon = strchr(spec, ':');
-    char name[32];
-    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof(name)) {
-        return NULL;
-    }
-    memcpy(name, spec, (size_t)(colon - spec));
-    name[colon - spec] = '\0';
-    const struct vd_driver *drv = vd_driver_find(name);
-    if (drv && drv->kind != VD_KIND_FORMAT && drv->kind != VD_KIND_BACKEND &&
-        drv->kind != VD_KIND_TARGET) {
-        drv = NULL;
-    }
-    return drv;
-}
-
 /* Open or create the destination for a source of src_size bytes. */
 static struct vd_dev *open_destination(const struct convert_args *a,
                                        uint64_t src_size)
@@ -295,7 +277,8 @@ static struct vd_dev *open_destination(const struct convert_args *a,
      * never probes it. A spec naming its driver is opened as named; -O
      * must then agree with a format prefix. A target spec ("dbs:DEV:VOL")
      * is a whole stack of raw bytes: -O does not apply to it. */
-    const struct vd_driver *named = spec_driver(a->dst);
+    const char *rest;
+    const struct vd_driver *named = vd_spec_prefix(a->dst, &rest);
     const char *fmt = a->dst_fmt;
     if (named && (named->kind == VD_KIND_BACKEND ||
                   named->kind == VD_KIND_TARGET || !a->dst_fmt_given)) {
