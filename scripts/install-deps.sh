@@ -22,11 +22,14 @@ lib_pkgs=(
 
 # Tests and tools: the peers vdisk is compared against, pytest, the
 # benchmark tools (hyperfine, fio, jq), clang + libFuzzer for `make fuzz`
-# and clang-format for `make lint`.
+# and clang-format for `make lint`. python3-cryptography is the AES the
+# crypt target's ciphertext is checked against; cryptsetup-bin's
+# veritysetup writes the hash trees the verity target reads.
 test_pkgs=(
     qemu-utils python3-pytest libnbd-bin nbdkit fio e2fsprogs xfsprogs
     fdisk file hyperfine jq clang libclang-rt-14-dev clang-format
     cryptsetup-bin thin-provisioning-tools libvhdi-utils
+    python3-cryptography
 )
 
 all_pkgs=("${build_pkgs[@]}" "${lib_pkgs[@]}" "${test_pkgs[@]}")

@@ -20,6 +20,48 @@
  * path yet. */
 const struct vd_driver *dm_target_driver(enum dm_target_type type);
 
+/* The segment drivers of dm-crypt.c and dm-verity.c. */
+extern const struct vd_driver dm_crypt_driver, dm_verity_driver;
+
+/*
+ * What every segment driver shares (dm-targets.c). Its private state
+ * starts with a struct dm_seg_head; its open_options are dm_seg_options
+ * (the one option "table").
+ */
+struct dm_seg_head {
+    struct dm_table *table;          /* the segment's own line */
+    const struct dm_segment *seg;
+    /* Remapping targets: where [off, off + len) starts, *child (NULL:
+     * zeroes) at *child_off, for the returned number of bytes (1..len). */
+    uint64_t (*map)(struct vd_dev *dev, uint64_t off, uint64_t len,
+                    struct vd_dev **child, uint64_t *child_off);
+};
+
+extern const struct vd_option dm_seg_options[];
+
+/*
+ * The common open: parse the "table" option, check that it is one segment
+ * of the given type, set dev->size to its length, then call setup, which
+ * opens the target's devices and reads its arguments (h->seg->args).
+ * Undoes its own work on failure.
+ */
+VD_MUST_CHECK int dm_seg_open(struct vd_dev *dev, const struct vd_opts *opts,
+                              enum dm_target_type type,
+                              int (*setup)(struct vd_dev *dev,
+                                           struct dm_seg_head *h));
+
+/* Frees what dm_seg_open allocated; target close functions call it last. */
+void dm_seg_close(struct vd_dev *dev);
+
+/*
+ * Open the device spec (dm_dev_get, with dev->flags) as the next child and
+ * check that it holds sectors [offset, offset + len_sectors). *out, when
+ * not NULL, is set to the child (owned by dev).
+ */
+VD_MUST_CHECK int dm_seg_add_dev(struct vd_dev *dev, const char *spec,
+                                 uint64_t offset, uint64_t len_sectors,
+                                 struct vd_dev **out);
+
 /*
  * Open a device named in a table: "major:minor" (as /dev/block/M:m), a
  * vdisk spec with a driver prefix ("qcow2:img", "dm:other.table") or a

@@ -10,6 +10,8 @@
  * drops writes) and generic functions forward reads, writes, zeroes,
  * discards and block status there. delay sleeps before it forwards; flakey
  * fails, drops or corrupts requests in its down interval (dm-flakey.rst).
+ * crypt and verity live in dm-crypt.c and dm-verity.c, on the segment
+ * helpers (dm_seg_*) defined here.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -29,27 +31,17 @@
 #define DM_REQ_OP_WRITE 1u
 #define DM_REQ_FUA      (1u << 17)
 
-/* The start of every target's private state. */
-struct seg_head {
-    struct dm_table *table;          /* the segment's own line */
-    const struct dm_segment *seg;
-    /* Remapping targets: where [off, off + len) starts, *child (NULL:
-     * zeroes) at *child_off, for the returned number of bytes (1..len). */
-    uint64_t (*map)(struct vd_dev *dev, uint64_t off, uint64_t len,
-                    struct vd_dev **child, uint64_t *child_off);
-};
-
-static const struct vd_option seg_options[] = {
+const struct vd_option dm_seg_options[] = {
     { "table", VD_OPT_STRING,
       "the segment's table line, rebased to sector 0", NULL, 0, 0 },
     { NULL, VD_OPT_STRING, NULL, NULL, 0, 0 },
 };
 
-static int seg_open(struct vd_dev *dev, const struct vd_opts *opts,
-                    enum dm_target_type type,
-                    int (*setup)(struct vd_dev *dev, struct seg_head *h))
+int dm_seg_open(struct vd_dev *dev, const struct vd_opts *opts,
+                enum dm_target_type type,
+                int (*setup)(struct vd_dev *dev, struct dm_seg_head *h))
 {
-    struct seg_head *h = vd_priv(dev);
+    struct dm_seg_head *h = vd_priv(dev);
     const char *text = vd_opts_get_str(opts, "table", NULL);
     if (!text) {
         return vd_err(EINVAL, "%s: dm: the '%s' target needs its table line "
@@ -76,20 +68,16 @@ static int seg_open(struct vd_dev *dev, const struct vd_opts *opts,
     return ret;
 }
 
-static void seg_close(struct vd_dev *dev)
+void dm_seg_close(struct vd_dev *dev)
 {
-    struct seg_head *h = vd_priv(dev);
+    struct dm_seg_head *h = vd_priv(dev);
     dm_table_free(h->table);
 }
 
-/*
- * Open the device spec as the next child and check that it holds sectors
- * [offset, offset + len_sectors).
- */
-static int seg_add_dev(struct vd_dev *dev, const char *spec, uint64_t offset,
-                       uint64_t len_sectors, struct vd_dev **out)
+int dm_seg_add_dev(struct vd_dev *dev, const char *spec, uint64_t offset,
+                   uint64_t len_sectors, struct vd_dev **out)
 {
-    const struct seg_head *h = vd_priv(dev);
+    const struct dm_seg_head *h = vd_priv(dev);
     const char *target = dm_target_name(h->seg->type);
     struct vd_dev *child;
     int ret = dm_dev_get(spec, dev->flags, &child);
@@ -116,7 +104,7 @@ static int seg_add_dev(struct vd_dev *dev, const char *spec, uint64_t offset,
 
 static int map_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
-    struct seg_head *h = vd_priv(dev);
+    struct dm_seg_head *h = vd_priv(dev);
     uint8_t *p = buf;
     while (len > 0) {
         struct vd_dev *child;
@@ -141,7 +129,7 @@ enum map_op { MAP_WRITE, MAP_ZERO, MAP_DISCARD };
 static int map_modify(struct vd_dev *dev, enum map_op op, const uint8_t *p,
                       uint64_t len, uint64_t off, unsigned flags)
 {
-    struct seg_head *h = vd_priv(dev);
+    struct dm_seg_head *h = vd_priv(dev);
     while (len > 0) {
         struct vd_dev *child;
         uint64_t child_off, n = h->map(dev, off, len, &child, &child_off);
@@ -204,21 +192,21 @@ static int status_of(struct vd_dev *child, uint64_t child_off, uint64_t len,
 static int map_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
                             struct vd_extent *ext)
 {
-    struct seg_head *h = vd_priv(dev);
+    struct dm_seg_head *h = vd_priv(dev);
     struct vd_dev *child;
     uint64_t child_off, n = h->map(dev, off, len, &child, &child_off);
     return status_of(child, child_off, n, ext);
 }
 
-#define MAP_DRIVER(drv_name, type_name, state, open_fn)                     \
+#define MAP_DRIVER(drv_name, type_name, state, open_fn)                    \
     const struct vd_driver drv_name = {                                    \
         .name = type_name,                                                 \
         .kind = VD_KIND_TARGET,                                            \
         .priv_size = sizeof(struct state),                                 \
         .thread_model = VD_THREAD_PARALLEL,                                \
-        .open_options = seg_options,                                       \
+        .open_options = dm_seg_options,                                    \
         .open = open_fn,                                                   \
-        .close = seg_close,                                                \
+        .close = dm_seg_close,                                             \
         .read = map_read,                                                  \
         .write = map_write,                                                \
         .zero = map_zero,                                                  \
@@ -229,7 +217,7 @@ static int map_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
 /* linear <dev> <offset> */
 
 struct linear_state {
-    struct seg_head h;
+    struct dm_seg_head h;
     uint64_t offset;                 /* bytes */
 };
 
@@ -242,20 +230,20 @@ static uint64_t linear_map(struct vd_dev *dev, uint64_t off, uint64_t len,
     return len;
 }
 
-static int linear_setup(struct vd_dev *dev, struct seg_head *h)
+static int linear_setup(struct vd_dev *dev, struct dm_seg_head *h)
 {
     struct linear_state *s = (struct linear_state *)h;
     const struct dm_linear_args *a = &h->seg->args.linear;
     h->map = linear_map;
     s->offset = a->offset << DM_SECTOR_SHIFT;
-    return seg_add_dev(dev, a->dev, a->offset, h->seg->len, NULL);
+    return dm_seg_add_dev(dev, a->dev, a->offset, h->seg->len, NULL);
 }
 
 static int linear_open(struct vd_dev *dev, const char *filename,
                        const struct vd_opts *opts)
 {
     (void)filename;
-    return seg_open(dev, opts, DM_TARGET_LINEAR, linear_setup);
+    return dm_seg_open(dev, opts, DM_TARGET_LINEAR, linear_setup);
 }
 
 static MAP_DRIVER(dm_linear_driver, "linear", linear_state, linear_open);
@@ -264,7 +252,7 @@ static MAP_DRIVER(dm_linear_driver, "linear", linear_state, linear_open);
  * is chunk i / #stripes of stripe i % #stripes. */
 
 struct striped_state {
-    struct seg_head h;
+    struct dm_seg_head h;
     uint64_t chunk;                  /* bytes */
 };
 
@@ -281,7 +269,7 @@ static uint64_t striped_map(struct vd_dev *dev, uint64_t off, uint64_t len,
     return VD_MIN(len, s->chunk - within);
 }
 
-static int striped_setup(struct vd_dev *dev, struct seg_head *h)
+static int striped_setup(struct vd_dev *dev, struct dm_seg_head *h)
 {
     struct striped_state *s = (struct striped_state *)h;
     const struct dm_striped_args *a = &h->seg->args.striped;
@@ -289,7 +277,7 @@ static int striped_setup(struct vd_dev *dev, struct seg_head *h)
     s->chunk = (uint64_t)a->chunk_sectors << DM_SECTOR_SHIFT;
     int ret = 0;
     for (uint32_t i = 0; i < a->nr_stripes && ret == 0; i++) {
-        ret = seg_add_dev(dev, a->stripes[i].dev, a->stripes[i].offset,
+        ret = dm_seg_add_dev(dev, a->stripes[i].dev, a->stripes[i].offset,
                           h->seg->len / a->nr_stripes, NULL);
     }
     return ret;
@@ -299,7 +287,7 @@ static int striped_open(struct vd_dev *dev, const char *filename,
                         const struct vd_opts *opts)
 {
     (void)filename;
-    return seg_open(dev, opts, DM_TARGET_STRIPED, striped_setup);
+    return dm_seg_open(dev, opts, DM_TARGET_STRIPED, striped_setup);
 }
 
 static MAP_DRIVER(dm_striped_driver, "striped", striped_state, striped_open);
@@ -319,7 +307,7 @@ static uint64_t unstriped_map(struct vd_dev *dev, uint64_t off, uint64_t len,
     return VD_MIN(len, s->chunk - within);
 }
 
-static int unstriped_setup(struct vd_dev *dev, struct seg_head *h)
+static int unstriped_setup(struct vd_dev *dev, struct dm_seg_head *h)
 {
     struct striped_state *s = (struct striped_state *)h;
     const struct dm_unstriped_args *a = &h->seg->args.unstriped;
@@ -329,14 +317,14 @@ static int unstriped_setup(struct vd_dev *dev, struct seg_head *h)
     uint64_t rows = h->seg->len / a->chunk_sectors;
     uint64_t need = ((rows - 1) * a->nr_stripes + a->stripe + 1) *
                     a->chunk_sectors;
-    return seg_add_dev(dev, a->dev, a->offset, need, NULL);
+    return dm_seg_add_dev(dev, a->dev, a->offset, need, NULL);
 }
 
 static int unstriped_open(struct vd_dev *dev, const char *filename,
                           const struct vd_opts *opts)
 {
     (void)filename;
-    return seg_open(dev, opts, DM_TARGET_UNSTRIPED, unstriped_setup);
+    return dm_seg_open(dev, opts, DM_TARGET_UNSTRIPED, unstriped_setup);
 }
 
 static MAP_DRIVER(dm_unstriped_driver, "unstriped", striped_state,
@@ -353,7 +341,7 @@ static uint64_t zero_map(struct vd_dev *dev, uint64_t off, uint64_t len,
     return len;
 }
 
-static int zero_setup(struct vd_dev *dev, struct seg_head *h)
+static int zero_setup(struct vd_dev *dev, struct dm_seg_head *h)
 {
     (void)dev;
     h->map = zero_map;
@@ -364,15 +352,15 @@ static int zero_open(struct vd_dev *dev, const char *filename,
                      const struct vd_opts *opts)
 {
     (void)filename;
-    return seg_open(dev, opts, DM_TARGET_ZERO, zero_setup);
+    return dm_seg_open(dev, opts, DM_TARGET_ZERO, zero_setup);
 }
 
-static MAP_DRIVER(dm_zero_driver, "zero", seg_head, zero_open);
+static MAP_DRIVER(dm_zero_driver, "zero", dm_seg_head, zero_open);
 
 /* error: every read and write fails; flushes succeed, as the kernel sends
  * the target none. */
 
-static int error_setup(struct vd_dev *dev, struct seg_head *h)
+static int error_setup(struct vd_dev *dev, struct dm_seg_head *h)
 {
     (void)dev;
     (void)h;
@@ -383,7 +371,7 @@ static int error_open(struct vd_dev *dev, const char *filename,
                       const struct vd_opts *opts)
 {
     (void)filename;
-    return seg_open(dev, opts, DM_TARGET_ERROR, error_setup);
+    return dm_seg_open(dev, opts, DM_TARGET_ERROR, error_setup);
 }
 
 static int error_fail(const struct vd_dev *dev)
@@ -438,11 +426,11 @@ static int error_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
 static const struct vd_driver dm_error_driver = {
     .name = "error",
     .kind = VD_KIND_TARGET,
-    .priv_size = sizeof(struct seg_head),
+    .priv_size = sizeof(struct dm_seg_head),
     .thread_model = VD_THREAD_PARALLEL,
-    .open_options = seg_options,
+    .open_options = dm_seg_options,
     .open = error_open,
-    .close = seg_close,
+    .close = dm_seg_close,
     .read = error_read,
     .write = error_write,
     .zero = error_zero,
@@ -456,7 +444,7 @@ static const struct vd_driver dm_error_driver = {
 enum { DELAY_READ, DELAY_WRITE, DELAY_FLUSH };
 
 struct delay_state {
-    struct seg_head h;
+    struct dm_seg_head h;
     struct vd_dev *dev[3];
     uint64_t offset[3];              /* bytes */
     uint32_t delay_ms[3];
@@ -469,7 +457,7 @@ static void sleep_ms(uint32_t ms)
     }
 }
 
-static int delay_setup(struct vd_dev *dev, struct seg_head *h)
+static int delay_setup(struct vd_dev *dev, struct dm_seg_head *h)
 {
     struct delay_state *s = (struct delay_state *)h;
     const struct dm_delay_args *a = &h->seg->args.delay;
@@ -479,7 +467,7 @@ static int delay_setup(struct vd_dev *dev, struct seg_head *h)
     for (int i = 0; i < 3 && ret == 0; i++) {
         s->offset[i] = classes[i]->offset << DM_SECTOR_SHIFT;
         s->delay_ms[i] = classes[i]->delay_ms;
-        ret = seg_add_dev(dev, classes[i]->dev, classes[i]->offset,
+        ret = dm_seg_add_dev(dev, classes[i]->dev, classes[i]->offset,
                           h->seg->len, &s->dev[i]);
     }
     return ret;
@@ -489,7 +477,7 @@ static int delay_open(struct vd_dev *dev, const char *filename,
                       const struct vd_opts *opts)
 {
     (void)filename;
-    return seg_open(dev, opts, DM_TARGET_DELAY, delay_setup);
+    return dm_seg_open(dev, opts, DM_TARGET_DELAY, delay_setup);
 }
 
 static int delay_read(struct vd_dev *dev, void *buf, uint64_t len,
@@ -546,9 +534,9 @@ static const struct vd_driver dm_delay_driver = {
     .kind = VD_KIND_TARGET,
     .priv_size = sizeof(struct delay_state),
     .thread_model = VD_THREAD_PARALLEL,
-    .open_options = seg_options,
+    .open_options = dm_seg_options,
     .open = delay_open,
-    .close = seg_close,
+    .close = dm_seg_close,
     .read = delay_read,
     .write = delay_write,
     .zero = delay_zero,
@@ -572,14 +560,14 @@ static const struct vd_driver dm_delay_driver = {
  */
 
 struct flakey_state {
-    struct seg_head h;
+    struct dm_seg_head h;
     uint64_t offset;                 /* bytes */
     struct timespec start;
     pthread_mutex_t rng_lock;
     uint64_t rng;
 };
 
-static int flakey_setup(struct vd_dev *dev, struct seg_head *h)
+static int flakey_setup(struct vd_dev *dev, struct dm_seg_head *h)
 {
     struct flakey_state *s = (struct flakey_state *)h;
     const struct dm_flakey_args *a = &h->seg->args.flakey;
@@ -588,7 +576,7 @@ static int flakey_setup(struct vd_dev *dev, struct seg_head *h)
     s->rng = (uint64_t)s->start.tv_nsec * 0x9e3779b97f4a7c15ull ^
              (uint64_t)(uintptr_t)dev ^ (uint64_t)time(NULL);
     s->rng |= 1;
-    int ret = seg_add_dev(dev, a->dev, a->offset, h->seg->len, NULL);
+    int ret = dm_seg_add_dev(dev, a->dev, a->offset, h->seg->len, NULL);
     if (ret == 0) {
         pthread_mutex_init(&s->rng_lock, NULL);
     }
@@ -599,14 +587,14 @@ static int flakey_open(struct vd_dev *dev, const char *filename,
                        const struct vd_opts *opts)
 {
     (void)filename;
-    return seg_open(dev, opts, DM_TARGET_FLAKEY, flakey_setup);
+    return dm_seg_open(dev, opts, DM_TARGET_FLAKEY, flakey_setup);
 }
 
 static void flakey_close(struct vd_dev *dev)
 {
     struct flakey_state *s = vd_priv(dev);
     pthread_mutex_destroy(&s->rng_lock);
-    seg_close(dev);
+    dm_seg_close(dev);
 }
 
 static bool flakey_down(struct flakey_state *s)
@@ -769,7 +757,7 @@ static const struct vd_driver dm_flakey_driver = {
     .kind = VD_KIND_TARGET,
     .priv_size = sizeof(struct flakey_state),
     .thread_model = VD_THREAD_PARALLEL,
-    .open_options = seg_options,
+    .open_options = dm_seg_options,
     .open = flakey_open,
     .close = flakey_close,
     .read = flakey_read,
@@ -797,6 +785,10 @@ const struct vd_driver *dm_target_driver(enum dm_target_type type)
         return &dm_delay_driver;
     case DM_TARGET_FLAKEY:
         return &dm_flakey_driver;
+    case DM_TARGET_CRYPT:
+        return &dm_crypt_driver;
+    case DM_TARGET_VERITY:
+        return &dm_verity_driver;
     default:
         return NULL;
     }

@@ -373,10 +373,9 @@ def test_nested_tables(vdisk, tmp):
 
 def test_open_errors(vdisk, tmp):
     a = make_file(tmp / "a.img", 64 * KiB)
-    spec = write_table(tmp / "c.table", f"0 8 crypt aes-xts-plain64 "
-                       f"{'00' * 64} 0 {a} 0\n")
+    spec = write_table(tmp / "e.table", f"0 8 era {a} {a} 8\n")
     r = run_vdisk("info", spec, expect_rc=1)
-    assert r.stderr == (f"vdisk info: {tmp / 'c.table'}:1: dm: the 'crypt' "
+    assert r.stderr == (f"vdisk info: {tmp / 'e.table'}:1: dm: the 'era' "
                         "target has no userspace data path yet\n")
     spec = write_table(tmp / "big.table", f"0 256 linear {a} 0\n")
     r = run_vdisk("info", spec, expect_rc=1)
