@@ -9,6 +9,12 @@
  *     qemu-img -S does) are treated like zero pieces, the rest written.
  * With sparse_size = UINT64_MAX every byte is written and zero pieces are
  * zeroed without deallocation, so the destination is fully allocated.
+ *
+ * Compressed copies (VDISK_CONVERT_COMPRESS) go through the destination's
+ * compressed writes, one compression unit (a qcow2 cluster) at a time and
+ * in guest order, as qemu-img convert -c writes them: the compressed data
+ * then lies in the file in the order of the disk. Units that read as
+ * zeroes are skipped like zero pieces.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -166,6 +172,63 @@ static void *convert_worker(void *opaque)
     return NULL;
 }
 
+/* Does src read as zeroes over [off, off + len)? */
+static int piece_is_zero(struct vd_dev *src, uint64_t off, uint64_t len,
+                         bool *zero)
+{
+    *zero = true;
+    while (len > 0 && *zero) {
+        struct vd_extent ext;
+        unsigned depth;
+        int ret = vd_block_status_chain(src, off, len, &ext, &depth);
+        if (ret < 0) {
+            return ret;
+        }
+        *zero = (ext.flags & VD_EXT_ZERO) || !(ext.flags & VD_EXT_DATA);
+        off += ext.len;
+        len -= ext.len;
+    }
+    return 0;
+}
+
+/* The compressed copy: pieces read in order, written unit by unit. */
+static int compress_copy(struct convert_job *job, uint32_t unit)
+{
+    struct vd_dev *src = job->src, *dst = job->dst;
+    uint64_t piece = VD_MAX((uint64_t)CHUNK, unit);
+    uint8_t *buf = NULL;
+    int ret = 0;
+
+    if (posix_memalign((void **)&buf, 4096, piece)) {
+        return vd_err(ENOMEM, "out of memory");
+    }
+    for (uint64_t off = 0; off < src->size && ret == 0;) {
+        uint64_t len = VD_MIN(piece, src->size - off);
+        /* The destination unit may end past the source (dst is larger). */
+        uint64_t span = VD_MIN(vd_align_up(len, unit), dst->size - off);
+        bool zero;
+        ret = piece_is_zero(src, off, len, &zero);
+        if (ret == 0 && zero) {
+            ret = zero_range(job, span, off);
+        } else if (ret == 0) {
+            memset(buf + len, 0, span - len);
+            ret = vd_read(src, buf, len, off);
+            for (uint64_t u = 0; u < span && ret == 0; u += unit) {
+                uint64_t n = VD_MIN((uint64_t)unit, span - u);
+                ret = job->sparse && vd_buf_is_zero(buf + u, n)
+                          ? zero_range(job, n, off + u)
+                          : vd_write_compressed(dst, buf + u, n, off + u);
+            }
+        }
+        if (ret == 0) {
+            ret = report_progress(job, len);
+        }
+        off += len;
+    }
+    free(buf);
+    return ret < 0 ? ret : vd_write_compressed(dst, NULL, 0, 0);
+}
+
 int vd_convert_copy(struct vd_dev *src, struct vd_dev *dst,
                     const struct vd_convert_opts *opts)
 {
@@ -180,9 +243,13 @@ int vd_convert_copy(struct vd_dev *src, struct vd_dev *dst,
         return vd_err(EINVAL, "%s: the destination is smaller than the "
                       "source", dst->filename);
     }
+    uint32_t unit = 0;
     if (opts->flags & VDISK_CONVERT_COMPRESS) {
-        return vd_err(ENOTSUP, "Compression is not supported for format "
-                      "'%s'", vd_dev_format_name(dst));
+        unit = vd_compress_unit(dst);
+        if (unit == 0) {
+            return vd_err(ENOTSUP, "Compression is not supported for format "
+                          "'%s'", vd_dev_format_name(dst));
+        }
     }
     if (opts->sparse_size != UINT64_MAX) {
         job.sparse = opts->sparse_size ? opts->sparse_size : DEFAULT_SPARSE;
@@ -190,6 +257,12 @@ int vd_convert_copy(struct vd_dev *src, struct vd_dev *dst,
             return vd_err(EINVAL, "The sparse size must be a multiple of "
                           "512 bytes");
         }
+    }
+    if (unit) {
+        pthread_mutex_init(&job.lock, NULL);
+        int ret = compress_copy(&job, unit);
+        pthread_mutex_destroy(&job.lock);
+        return ret < 0 ? ret : vd_flush(dst);
     }
     unsigned nr = opts->workers ? opts->workers : DEFAULT_WORKERS;
     nr = VD_MIN(nr, (unsigned)MAX_WORKERS);

@@ -343,7 +343,8 @@ struct vd_dev *vd_dev_create(const char *path, const char *format,
     struct vd_dev *top = vd_dev_open_driver(fmt, path, flags & ~VD_OPEN_CREATE,
                                             NULL, &file, 1);
     if (top) {
-        top->zero_init = zero_init;
+        /* A new image over a backing file reads the backing data. */
+        top->zero_init = zero_init && !top->backing;
     }
     return top;
 

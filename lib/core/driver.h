@@ -177,6 +177,30 @@ struct vd_driver {
     int (*measure)(const struct vd_opts *opts, uint64_t size,
                    struct vd_dev *src, uint64_t *required,
                    uint64_t *fully_allocated);
+
+    /*
+     * Formats that store compressed data (qcow2): the unit of compression
+     * in bytes for this node, a power of two (qcow2: the cluster size), or
+     * 0 when the node cannot write compressed data now (for example, an
+     * image with an external data file). NULL: never.
+     */
+    uint32_t (*compress_unit)(struct vd_dev *dev);
+
+    /*
+     * Write buf compressed at off. The core (vd_write_compressed)
+     * guarantees: compress_unit() returned a non-zero unit, off is a
+     * multiple of it, len is one unit, or less for the last unit of a
+     * device whose size is not a multiple of it, and the device is
+     * writable. The unit must not hold data yet (a new image); the driver
+     * fails with -EIO otherwise. Data that does not shrink may be stored
+     * uncompressed. Callers write units in guest order for a compact file
+     * (convert does), then make one call with len 0 (buf NULL, off 0) to
+     * say they are done (qcow2 then pads its file to whole sectors, as
+     * qemu-img convert -c leaves it). Returns 0 or -errno. NULL: not
+     * supported.
+     */
+    int (*write_compressed)(struct vd_dev *dev, const void *buf,
+                            uint64_t len, uint64_t off);
 };
 
 /* The built-in drivers, looked up by name (registry.c). */

@@ -493,6 +493,43 @@ int vd_block_status_chain(struct vd_dev *dev, uint64_t off, uint64_t len,
     }
 }
 
+uint32_t vd_compress_unit(struct vd_dev *dev)
+{
+    if (!dev->drv->compress_unit || !dev->drv->write_compressed) {
+        return 0;
+    }
+    uint32_t unit = dev->drv->compress_unit(dev);
+    return vd_is_pow2(unit) ? unit : 0;
+}
+
+int vd_write_compressed(struct vd_dev *dev, const void *buf, uint64_t len,
+                        uint64_t off)
+{
+    uint32_t unit = vd_compress_unit(dev);
+    int ret = check_range(dev, off, len, "compressed write");
+    bool done = len == 0 && off == 0; /* the end of compressed writes */
+    if (ret == 0) {
+        ret = check_writable(dev);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (unit == 0) {
+        return vd_err(ENOTSUP, "Compression is not supported for format "
+                      "'%s'", vd_dev_format_name(dev));
+    }
+    if (!done && (!vd_is_aligned(off, unit) || len == 0 || len > unit ||
+                  (len < unit && off + len != dev->size))) {
+        return vd_err(EINVAL, "%s: a compressed write of %" PRIu64 " bytes "
+                      "at offset %" PRIu64 " is not one whole unit of %"
+                      PRIu32 " bytes", dev->filename, len, off, unit);
+    }
+    lock(dev);
+    ret = dev->drv->write_compressed(dev, buf, len, off);
+    unlock(dev);
+    return driver_result(ret);
+}
+
 int vd_truncate(struct vd_dev *dev, uint64_t size, enum vd_prealloc prealloc)
 {
     int ret = check_writable(dev);

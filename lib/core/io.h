@@ -40,6 +40,14 @@ VD_MUST_CHECK int vd_block_status_chain(struct vd_dev *dev, uint64_t off,
                                         uint64_t len, struct vd_extent *ext,
                                         unsigned *depth);
 
+/*
+ * Compressed writes (driver.h, write_compressed): the unit, 0 when dev
+ * cannot write compressed data, and the write of one unit at off.
+ */
+uint32_t vd_compress_unit(struct vd_dev *dev);
+VD_MUST_CHECK int vd_write_compressed(struct vd_dev *dev, const void *buf,
+                                      uint64_t len, uint64_t off);
+
 /* Resize; updates dev->size. */
 VD_MUST_CHECK int vd_truncate(struct vd_dev *dev, uint64_t size,
                               enum vd_prealloc prealloc);

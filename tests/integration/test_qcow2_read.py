@@ -294,11 +294,18 @@ def one_error_line(r, command):
     return lines[0]
 
 
-def test_write_refused(vdisk, tmp):
+def test_write_refused_when_corrupt(vdisk, tmp):
+    """An image with the corrupt bit opens read-only only."""
     img = tmp / "img.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", img, str(SIZE))
+    data = bytearray(img.read_bytes())
+    struct.pack_into(">Q", data, 72, read_u64(data, 72) | 2)
+    img.write_bytes(data)
     r = run_vdisk("resize", img, "+1M", expect_rc=None)
-    assert "writing is not supported yet" in one_error_line(r, "resize")
+    assert "marked corrupt" in one_error_line(r, "resize")
+    r = run_vdisk("io", "-c", "write 0 512", img, expect_rc=None)
+    assert "marked corrupt" in one_error_line(r, "io")
+    run_vdisk("info", img)
 
 
 @pytest.mark.parametrize("fmt,name", [("luks", "LUKS"), ("aes", "AES")])

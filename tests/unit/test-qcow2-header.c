@@ -1,8 +1,9 @@
 /*
  * Unit tests for the qcow2 on-disk layouts (lib/formats/qcow2/): header
  * decode/encode round trips, golden headers written by qemu-img, header
- * extensions, snapshot table entries, bitmap directories, decompression,
- * and the rejection of malformed input.
+ * extensions, the header cluster as qemu-img writes it, snapshot table
+ * entries, bitmap directories, compression, and the rejection of
+ * malformed input.
  */
 #include <errno.h>
 #include <zlib.h>
@@ -616,6 +617,77 @@ TEST(decompress)
         -EIO);
 }
 
+TEST(header_cluster_encode)
+{
+    struct qcow2_header h;
+    static uint8_t cluster[65536];
+
+    /* The golden cluster again, from its decoded header. */
+    CHECK_EQ_U64(qcow2_header_decode(golden_v3, sizeof(golden_v3), &h), 0);
+    memset(cluster, 0xff, sizeof(cluster));
+    CHECK_EQ_U64(qcow2_header_cluster_encode(&h, "qcow2", NULL, "gb.qcow2",
+                                             cluster, sizeof(cluster)),
+                 0);
+    CHECK(memcmp(cluster, golden_v3, sizeof(golden_v3)) == 0);
+    bool zero = true;
+    for (size_t i = sizeof(golden_v3); i < sizeof(cluster); i++) {
+        zero = zero && cluster[i] == 0;
+    }
+    CHECK(zero);
+    CHECK_EQ_U64(h.backing_file_offset, 0x210);
+    CHECK_EQ_U64(h.backing_file_size, 8);
+
+    /* Clusters of 4 KiB and less get no feature name table (qemu-img). */
+    h.cluster_bits = 12;
+    CHECK_EQ_U64(qcow2_header_cluster_encode(&h, NULL, "data.raw", NULL,
+                                             cluster, 4096),
+                 0);
+    CHECK_EQ_U64(vd_get_be(cluster + 112, 4), QCOW2_EXT_DATA_FILE);
+    CHECK_EQ_U64(vd_get_be(cluster + 116, 4), 8);
+    CHECK(memcmp(cluster + 120, "data.raw", 8) == 0);
+    CHECK_EQ_U64(vd_get_be(cluster + 128, 8), 0); /* end marker */
+    CHECK_EQ_U64(h.backing_file_offset, 0);
+
+    /* A backing name that does not fit. */
+    char name[1001];
+    memset(name, 'x', 1000);
+    name[1000] = '\0';
+    h.cluster_bits = 9;
+    CHECK_EQ_U64(qcow2_header_cluster_encode(&h, "raw", NULL, name, cluster,
+                                             512),
+                 -ENOSPC);
+}
+
+TEST(compress)
+{
+    static uint8_t plain[65536], packed[65536], out[65536];
+
+    for (size_t i = 0; i < sizeof(plain); i++) {
+        plain[i] = (uint8_t)(i / 100);
+    }
+    for (unsigned type = 0; type <= QCOW2_COMPRESSION_ZSTD; type++) {
+        int64_t n = qcow2_compress(type, packed, sizeof(packed) - 1, plain,
+                                   sizeof(plain));
+        CHECK(n > 0 && n < 4096);
+        CHECK_EQ_U64(qcow2_decompress(type, out, sizeof(out), packed,
+                                      (size_t)n),
+                     0);
+        CHECK(memcmp(out, plain, sizeof(out)) == 0);
+    }
+    /* Data that does not shrink. */
+    uint32_t x = 1;
+    for (size_t i = 0; i < sizeof(plain); i++) {
+        x = x * 1103515245u + 12345u;
+        plain[i] = (uint8_t)(x >> 16);
+    }
+    CHECK_EQ_U64(qcow2_compress(QCOW2_COMPRESSION_ZLIB, packed,
+                                sizeof(packed) - 1, plain, sizeof(plain)),
+                 -ENOSPC);
+    CHECK_EQ_U64(qcow2_compress(QCOW2_COMPRESSION_ZSTD, packed,
+                                sizeof(packed) - 1, plain, sizeof(plain)),
+                 -ENOSPC);
+}
+
 int main(void)
 {
     RUN(golden_v3_header);
@@ -629,5 +701,7 @@ int main(void)
     RUN(snapshot_entries);
     RUN(bitmap_directory);
     RUN(decompress);
+    RUN(header_cluster_encode);
+    RUN(compress);
     return harness_exit();
 }

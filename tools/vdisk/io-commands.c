@@ -3,8 +3,9 @@
  * flush and aio_flush. Options, checks
  * (in the same order), messages and the streams they go to follow qemu-io
  * 7.2, so scripts written against qemu-io's output work unchanged. vdisk
- * has no VM state and no compressed writes: read -b, write -b and write -c
- * fail with "Operation not supported", as they do on a raw image in QEMU.
+ * has no VM state: read -b and write -b fail with "Operation not
+ * supported", as they do on a raw image in QEMU; so does write -c on
+ * formats that cannot store compressed data.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -369,6 +370,37 @@ static int check_write_opts(const struct write_opts *o)
     return 0;
 }
 
+/* write -c: whole compression units (qcow2 clusters), as qemu-io. */
+static int write_compressed(struct io_session *s, const struct write_opts *o,
+                            int64_t off, int64_t count)
+{
+    uint32_t unit = vd_compress_unit(s->dev);
+    int ret = check_request(s, off, count);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (unit == 0) {
+        return -ENOTSUP;
+    }
+    if (off % unit != 0) {
+        return -EINVAL;
+    }
+    uint8_t *buf = o->source ? alloc_from_file(count, o->source)
+                             : alloc_buf(count, o->pattern);
+    if (!buf) {
+        return o->source ? -EINVAL : -ENOMEM;
+    }
+    for (int64_t done = 0; done < count && ret == 0;) {
+        int64_t n = VD_MIN((int64_t)unit, count - done);
+        ret = vd_write_compressed(s->dev, buf + done, (uint64_t)n,
+                                  (uint64_t)(off + done));
+        done += n;
+    }
+    free(buf);
+    return ret;
+}
+
 static int write_special(struct io_session *s, const struct write_opts *o,
                          int64_t off, int64_t count)
 {
@@ -384,8 +416,7 @@ static int write_special(struct io_session *s, const struct write_opts *o,
             ret = vd_zero(s->dev, (uint64_t)count, (uint64_t)off, o->flags);
         }
     } else {
-        ret = check_request(s, off, count);
-        ret = ret < 0 ? ret : -ENOTSUP; /* compressed */
+        ret = write_compressed(s, o, off, count);
     }
     struct timespec t = io_elapsed(start);
     if (ret < 0) {

@@ -4,8 +4,9 @@
  * "Extended L2 Entries").
  *
  * Structures. The active L1 table is read whole at open (at most 32 MiB)
- * and never changes while the image is read-only, so it is used without a
- * lock. Each non-zero L1 entry points to one L2 table of one cluster. An
+ * and kept in memory; it is read and changed under the state lock (it
+ * grows when the image does). Each non-zero L1 entry points to one L2
+ * table of one cluster. An
  * L2 entry is 64 bits: bit 62 marks a compressed cluster (then bits
  * 0..x-1 are the byte offset of the compressed data and bits x..61 the
  * number of additional 512-byte sectors it spans, x = 62 - (cluster_bits
@@ -49,9 +50,15 @@
  * end reads the missing tail as zeroes, as QEMU reads past the end of a
  * file; so does the last sector of compressed data.
  *
- * Not done here yet: allocating clusters, COW, updating L2 tables and the
- * cache write-back they need (the write path), and reading snapshot L1
- * tables (snapshot apply).
+ * Write side. Writers change L2 tables in the cache (qcow2-write.c decides
+ * what to change). An L2 table that is shared with a snapshot (no COPIED
+ * flag in its L1 entry) is copied to a new cluster first, and a missing
+ * one is allocated, as QEMU's l2_allocate() does: the new table is
+ * written (after the refcounts and data it depends on) before the L1
+ * entry that points to it. The L1 table grows like QEMU's: a new table is
+ * written, the header switched to it, then the old one freed.
+ *
+ * Not done here yet: reading snapshot L1 tables (snapshot apply).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -59,6 +66,7 @@
 #include <string.h>
 #include <zlib.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "core/error.h"
 #include "core/io.h"
@@ -76,69 +84,69 @@ static unsigned ctz32(uint32_t v)
     return n;
 }
 
-static uint64_t l2_entry_at(const struct qcow2_state *s, const uint8_t *t,
-                            uint64_t idx)
+uint64_t qcow2_l2_entry(const struct qcow2_state *s, const uint8_t *t,
+                        uint64_t idx)
 {
     return vd_get_be(t + idx * s->l2_entry_size, 8);
 }
 
-static uint64_t l2_bitmap_at(const struct qcow2_state *s, const uint8_t *t,
-                             uint64_t idx)
+uint64_t qcow2_l2_bitmap(const struct qcow2_state *s, const uint8_t *t,
+                         uint64_t idx)
 {
     return s->sc_per_cluster > 1 ? vd_get_be(t + idx * s->l2_entry_size + 8, 8)
                                  : 0;
 }
 
-enum cluster_kind {
-    CLUSTER_UNALLOCATED,
-    CLUSTER_ZERO_PLAIN,
-    CLUSTER_ZERO_ALLOC,
-    CLUSTER_NORMAL,
-    CLUSTER_COMPRESSED,
-};
+void qcow2_l2_set(const struct qcow2_state *s, uint8_t *t, uint64_t idx,
+                  uint64_t entry, uint64_t bitmap)
+{
+    vd_put_be(t + idx * s->l2_entry_size, 8, entry);
+    if (s->sc_per_cluster > 1) {
+        vd_put_be(t + idx * s->l2_entry_size + 8, 8, bitmap);
+    }
+}
 
-static enum cluster_kind cluster_kind(const struct qcow2_state *s,
-                                      uint64_t entry)
+enum qcow2_cluster_kind qcow2_entry_kind(const struct qcow2_state *s,
+                                         uint64_t entry)
 {
     if (entry & QCOW2_OFLAG_COMPRESSED) {
-        return CLUSTER_COMPRESSED;
+        return QCOW2_CLUSTER_COMPRESSED;
     }
     if ((entry & QCOW2_OFLAG_ZERO) && s->sc_per_cluster == 1) {
-        return (entry & QCOW2_L2E_OFFSET_MASK) ? CLUSTER_ZERO_ALLOC
-                                               : CLUSTER_ZERO_PLAIN;
+        return (entry & QCOW2_L2E_OFFSET_MASK) ? QCOW2_CLUSTER_ZERO_ALLOC
+                                               : QCOW2_CLUSTER_ZERO_PLAIN;
     }
     if (!(entry & QCOW2_L2E_OFFSET_MASK)) {
         /* Offset 0 is a real cluster only in an external data file, where
          * every allocated cluster has the COPIED bit. */
         return s->external_data && (entry & QCOW2_OFLAG_COPIED)
-                   ? CLUSTER_NORMAL
-                   : CLUSTER_UNALLOCATED;
+                   ? QCOW2_CLUSTER_NORMAL
+                   : QCOW2_CLUSTER_UNALLOCATED;
     }
-    return CLUSTER_NORMAL;
+    return QCOW2_CLUSTER_NORMAL;
 }
 
-/* The kind of subcluster sc; false for an inconsistent bitmap. */
-static bool sc_kind(const struct qcow2_state *s, uint64_t entry,
-                    uint64_t bitmap, unsigned sc, enum qcow2_sc_type *type)
+bool qcow2_sc_kind(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
+                   unsigned sc, enum qcow2_sc_type *type)
 {
-    enum cluster_kind k = cluster_kind(s, entry);
+    enum qcow2_cluster_kind k = qcow2_entry_kind(s, entry);
 
     if (s->sc_per_cluster == 1) {
         static const enum qcow2_sc_type map[] = {
-            [CLUSTER_UNALLOCATED] = QCOW2_SC_UNALLOCATED_PLAIN,
-            [CLUSTER_ZERO_PLAIN] = QCOW2_SC_ZERO_PLAIN,
-            [CLUSTER_ZERO_ALLOC] = QCOW2_SC_ZERO_ALLOC,
-            [CLUSTER_NORMAL] = QCOW2_SC_NORMAL,
-            [CLUSTER_COMPRESSED] = QCOW2_SC_COMPRESSED,
+            [QCOW2_CLUSTER_UNALLOCATED] = QCOW2_SC_UNALLOCATED_PLAIN,
+            [QCOW2_CLUSTER_ZERO_PLAIN] = QCOW2_SC_ZERO_PLAIN,
+            [QCOW2_CLUSTER_ZERO_ALLOC] = QCOW2_SC_ZERO_ALLOC,
+            [QCOW2_CLUSTER_NORMAL] = QCOW2_SC_NORMAL,
+            [QCOW2_CLUSTER_COMPRESSED] = QCOW2_SC_COMPRESSED,
         };
         *type = map[k];
         return true;
     }
     switch (k) {
-    case CLUSTER_COMPRESSED:
+    case QCOW2_CLUSTER_COMPRESSED:
         *type = QCOW2_SC_COMPRESSED;
         return true;
-    case CLUSTER_NORMAL:
+    case QCOW2_CLUSTER_NORMAL:
         if ((bitmap >> 32) & bitmap) {
             return false;
         }
@@ -163,7 +171,7 @@ static bool sc_kind(const struct qcow2_state *s, uint64_t entry,
 static int sc_range(const struct qcow2_state *s, uint64_t entry,
                     uint64_t bitmap, unsigned sc_from, enum qcow2_sc_type *type)
 {
-    if (!sc_kind(s, entry, bitmap, sc_from, type)) {
+    if (!qcow2_sc_kind(s, entry, bitmap, sc_from, type)) {
         return -1;
     }
     if (s->sc_per_cluster == 1 || *type == QCOW2_SC_COMPRESSED) {
@@ -183,9 +191,11 @@ static int sc_range(const struct qcow2_state *s, uint64_t entry,
 }
 
 /* The L2 table at l2_off (from L1 entry l1_idx), checked and cached. */
-static int load_l2(struct qcow2_state *s, uint64_t l1_idx, uint64_t l2_off,
-                   const uint8_t **table)
+static int load_l2(struct vd_dev *dev, uint64_t l1_idx, uint64_t l2_off,
+                   uint8_t **table)
 {
+    struct qcow2_state *s = vd_priv(dev);
+
     if (!vd_is_aligned(l2_off, s->cluster_size)) {
         return vd_corrupt("qcow2 L1 table entry %" PRIu64 ": L2 table offset "
                           "%#" PRIx64 " is not cluster aligned",
@@ -197,11 +207,26 @@ static int load_l2(struct qcow2_state *s, uint64_t l1_idx, uint64_t l2_off,
                           "file (%" PRIu64 " bytes)",
                           l1_idx, l2_off, s->file_size);
     }
-    int ret = qcow2_cache_get(s->l2_cache, s->file, l2_off, table);
+    int ret = qcow2_cache_get(s->l2_cache, dev, l2_off, table);
     if (ret < 0) {
         vd_err_prefix("qcow2 L2 table at offset %#" PRIx64, l2_off);
     }
     return ret;
+}
+
+int qcow2_l2_lookup(struct vd_dev *dev, uint64_t off, uint8_t **table,
+                    uint64_t *l2_idx)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    uint64_t l1_idx = off >> (s->cluster_bits + s->l2_bits);
+
+    *table = NULL;
+    *l2_idx = (off >> s->cluster_bits) & ((1ull << s->l2_bits) - 1);
+    if (l1_idx >= s->hdr.l1_size) {
+        return 0;
+    }
+    uint64_t l2_off = s->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
+    return l2_off ? load_l2(dev, l1_idx, l2_off, table) : 0;
 }
 
 /* Where guest data can be read at most (UINT64_MAX: not opened). */
@@ -285,7 +310,7 @@ static uint64_t count_run(const struct qcow2_state *s, const uint8_t *t,
     bool check_offset = type == QCOW2_SC_NORMAL ||
                         type == QCOW2_SC_ZERO_ALLOC ||
                         type == QCOW2_SC_UNALLOCATED_ALLOC;
-    uint64_t expected = l2_entry_at(s, t, l2_idx) & QCOW2_L2E_OFFSET_MASK;
+    uint64_t expected = qcow2_l2_entry(s, t, l2_idx) & QCOW2_L2E_OFFSET_MASK;
     uint64_t count = (uint64_t)first_count;
 
     if (type == QCOW2_SC_COMPRESSED ||
@@ -293,8 +318,8 @@ static uint64_t count_run(const struct qcow2_state *s, const uint8_t *t,
         return count;
     }
     for (uint64_t i = 1; i < nb_clusters; i++) {
-        uint64_t entry = l2_entry_at(s, t, l2_idx + i);
-        uint64_t bitmap = l2_bitmap_at(s, t, l2_idx + i);
+        uint64_t entry = qcow2_l2_entry(s, t, l2_idx + i);
+        uint64_t bitmap = qcow2_l2_bitmap(s, t, l2_idx + i);
         enum qcow2_sc_type next;
         int n = sc_range(s, entry, bitmap, 0, &next);
         if (n < 0 || next != type) {
@@ -315,37 +340,32 @@ static uint64_t count_run(const struct qcow2_state *s, const uint8_t *t,
     return count;
 }
 
-int qcow2_get_mapping(struct vd_dev *dev, uint64_t off, uint64_t len,
-                      struct qcow2_mapping *m)
+int qcow2_get_mapping_locked(struct vd_dev *dev, uint64_t off, uint64_t len,
+                             struct qcow2_mapping *m)
 {
     struct qcow2_state *s = vd_priv(dev);
     uint64_t l2_entries = 1ull << s->l2_bits;
     uint64_t in_cluster = off & (s->cluster_size - 1);
-    uint64_t l2_idx = (off >> s->cluster_bits) & (l2_entries - 1);
-    uint64_t l1_idx = off >> (s->cluster_bits + s->l2_bits);
+    uint64_t l2_idx;
     uint64_t needed = len + in_cluster;
-    uint64_t l2_off = 0;
-    const uint8_t *t;
+    uint8_t *t;
 
     memset(m, 0, sizeof(*m));
-    needed = VD_MIN(needed, (l2_entries - l2_idx) << s->cluster_bits);
-    if (l1_idx < s->hdr.l1_size) {
-        l2_off = s->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
+    int ret = qcow2_l2_lookup(dev, off, &t, &l2_idx);
+    if (ret < 0) {
+        return ret;
     }
-    if (l2_off == 0) {
+    needed = VD_MIN(needed, (l2_entries - l2_idx) << s->cluster_bits);
+    if (!t) {
         m->type = QCOW2_SC_UNALLOCATED_PLAIN;
         m->len = needed - in_cluster;
         return 0;
     }
-
-    pthread_mutex_lock(&s->lock);
-    int ret = load_l2(s, l1_idx, l2_off, &t);
-    if (ret < 0) {
-        goto out;
-    }
+    uint64_t l2_off = s->l1_table[off >> (s->cluster_bits + s->l2_bits)] &
+                      QCOW2_L1E_OFFSET_MASK;
     unsigned sc_idx = (unsigned)((off >> s->sc_bits) & (s->sc_per_cluster - 1));
-    uint64_t entry = l2_entry_at(s, t, l2_idx);
-    uint64_t bitmap = l2_bitmap_at(s, t, l2_idx);
+    uint64_t entry = qcow2_l2_entry(s, t, l2_idx);
+    uint64_t bitmap = qcow2_l2_bitmap(s, t, l2_idx);
     int first = sc_range(s, entry, bitmap, sc_idx, &m->type);
     if (first < 0) {
         ret = vd_corrupt("qcow2 L2 table at offset %#" PRIx64 ", entry %" PRIu64
@@ -370,7 +390,160 @@ int qcow2_get_mapping(struct vd_dev *dev, uint64_t off, uint64_t len,
     m->len = VD_MIN(avail, needed) - in_cluster;
     m->host_off += in_cluster;
 out:
+    return ret;
+}
+
+int qcow2_get_mapping(struct vd_dev *dev, uint64_t off, uint64_t len,
+                      struct qcow2_mapping *m)
+{
+    struct qcow2_state *s = vd_priv(dev);
+
+    pthread_mutex_lock(&s->lock);
+    int ret = qcow2_get_mapping_locked(dev, off, len, m);
     pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int qcow2_write_l1_entry(struct vd_dev *dev, uint64_t l1_idx)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    uint8_t buf[8];
+
+    vd_put_be(buf, 8, s->l1_table[l1_idx]);
+    return qcow2_pwrite_meta(dev, buf, 8, s->hdr.l1_table_offset + l1_idx * 8);
+}
+
+int qcow2_grow_l1(struct vd_dev *dev, uint64_t min_size, bool exact)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    uint64_t old_size = s->hdr.l1_size;
+    uint64_t new_size = min_size;
+
+    if (min_size <= old_size) {
+        return 0;
+    }
+    if (min_size > QCOW2_MAX_L1_ENTRIES) {
+        return vd_err(EFBIG, "qcow2: the L1 table would exceed %u bytes",
+                      QCOW2_MAX_L1_BYTES);
+    }
+    if (!exact) {
+        /* Grow by half, as QEMU does, to grow less often. */
+        new_size = VD_MAX(old_size, 1);
+        while (new_size < min_size) {
+            new_size = (new_size * 3 + 1) / 2;
+        }
+        new_size = VD_MIN(new_size, (uint64_t)QCOW2_MAX_L1_ENTRIES);
+    }
+    uint64_t *table = calloc(new_size, sizeof(*table));
+    uint8_t *buf = calloc(new_size, 8);
+    int ret;
+    if (!table || !buf) {
+        ret = vd_err(ENOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(table, s->l1_table, old_size * sizeof(*table));
+    int64_t off = qcow2_alloc_clusters(
+        dev, (new_size * 8 + s->cluster_size - 1) >> s->cluster_bits);
+    if (off < 0) {
+        ret = (int)off;
+        goto out;
+    }
+    /* The new table's refcount, then the table, then the header. */
+    ret = qcow2_cache_flush(s->refblock_cache, dev);
+    for (uint64_t i = 0; i < new_size; i++) {
+        vd_put_be(buf + i * 8, 8, table[i]);
+    }
+    if (ret == 0) {
+        ret = qcow2_pwrite_sync(dev, buf, new_size * 8, (uint64_t)off);
+    }
+    uint8_t hdr[12];
+    vd_put_be(hdr, 4, new_size);
+    vd_put_be(hdr + 4, 8, (uint64_t)off);
+    if (ret == 0) {
+        ret = qcow2_pwrite_sync(dev, hdr, sizeof(hdr),
+                                offsetof(struct qcow2_header_disk, l1_size));
+    }
+    if (ret < 0) {
+        (void)qcow2_free_now(dev, (uint64_t)off, new_size * 8);
+        goto out;
+    }
+    uint64_t old_off = s->hdr.l1_table_offset;
+    free(s->l1_table);
+    s->l1_table = table;
+    table = NULL;
+    s->hdr.l1_size = (uint32_t)new_size;
+    s->hdr.l1_table_offset = (uint64_t)off;
+    if (old_size) {
+        ret = qcow2_free_now(dev, old_off, old_size * 8);
+    }
+out:
+    free(table);
+    free(buf);
+    return ret;
+}
+
+int qcow2_l2_for_write(struct vd_dev *dev, uint64_t off, uint8_t **table,
+                       uint64_t *l2_idx)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    uint64_t l1_idx = off >> (s->cluster_bits + s->l2_bits);
+    uint8_t *copy = NULL;
+    int ret = 0;
+
+    *table = NULL;
+    *l2_idx = (off >> s->cluster_bits) & ((1ull << s->l2_bits) - 1);
+    if (l1_idx >= s->hdr.l1_size) {
+        ret = qcow2_grow_l1(dev, l1_idx + 1, false);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    uint64_t l1e = s->l1_table[l1_idx];
+    uint64_t old_off = l1e & QCOW2_L1E_OFFSET_MASK;
+    if (old_off && (l1e & QCOW2_OFLAG_COPIED)) {
+        return load_l2(dev, l1_idx, old_off, table);
+    }
+    if (old_off) {
+        /* Shared with a snapshot: write a copy. */
+        uint8_t *old;
+        ret = load_l2(dev, l1_idx, old_off, &old);
+        if (ret < 0) {
+            return ret;
+        }
+        copy = malloc(s->cluster_size);
+        if (!copy) {
+            return vd_err(ENOMEM, "out of memory");
+        }
+        memcpy(copy, old, s->cluster_size);
+    }
+    int64_t new_off = qcow2_alloc_clusters(dev, 1);
+    if (new_off < 0) {
+        ret = (int)new_off;
+        goto out;
+    }
+    ret = qcow2_cache_get_empty(s->l2_cache, dev, (uint64_t)new_off, table);
+    if (ret < 0) {
+        goto out;
+    }
+    if (copy) {
+        memcpy(*table, copy, s->cluster_size);
+    }
+    /* The table (after its refcount) before the L1 entry pointing to it. */
+    qcow2_cache_mark_dirty(s->l2_cache, *table);
+    ret = qcow2_cache_flush(s->l2_cache, dev);
+    if (ret < 0) {
+        goto out;
+    }
+    s->l1_table[l1_idx] = (uint64_t)new_off | QCOW2_OFLAG_COPIED;
+    ret = qcow2_write_l1_entry(dev, l1_idx);
+    if (ret == 0 && old_off) {
+        ret = qcow2_free_later(dev, old_off, s->cluster_size);
+    }
+out:
+    free(copy);
+    if (ret < 0) {
+        *table = NULL;
+    }
     return ret;
 }
 
@@ -434,6 +607,61 @@ int qcow2_decompress(unsigned type, void *dst, size_t dst_len, const void *src,
         return zlib_decompress(dst, dst_len, src, src_len);
     case QCOW2_COMPRESSION_ZSTD:
         return zstd_decompress(dst, dst_len, src, src_len);
+    default:
+        return -EIO;
+    }
+}
+
+/* Raw deflate with QEMU's parameters, so the output equals qemu-img's. */
+static int64_t zlib_compress(void *dst, size_t dst_len, const void *src,
+                             size_t src_len)
+{
+    z_stream strm;
+    memset(&strm, 0, sizeof(strm));
+    if (deflateInit2(&strm, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+                     Z_DEFAULT_STRATEGY) != Z_OK) {
+        return -EIO;
+    }
+    strm.next_in = (Bytef *)(uintptr_t)src;
+    strm.avail_in = (uInt)src_len;
+    strm.next_out = dst;
+    strm.avail_out = (uInt)dst_len;
+    int ret = deflate(&strm, Z_FINISH);
+    int64_t out = ret == Z_STREAM_END ? (int64_t)(dst_len - strm.avail_out)
+                  : ret == Z_OK       ? -ENOSPC
+                                      : -EIO;
+    deflateEnd(&strm);
+    return out;
+}
+
+static int64_t zstd_compress(void *dst, size_t dst_len, const void *src,
+                             size_t src_len)
+{
+    ZSTD_outBuffer out = {dst, dst_len, 0};
+    ZSTD_inBuffer in = {src, src_len, 0};
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+
+    if (!cctx) {
+        return -EIO;
+    }
+    /* One call with ZSTD_e_end, as QEMU does: one frame, default level. */
+    size_t zret = ZSTD_compressStream2(cctx, &out, &in, ZSTD_e_end);
+    ZSTD_freeCCtx(cctx);
+    if (ZSTD_isError(zret)) {
+        return ZSTD_getErrorCode(zret) == ZSTD_error_dstSize_tooSmall ? -ENOSPC
+                                                                      : -EIO;
+    }
+    return zret > 0 ? -ENOSPC : (int64_t)out.pos;
+}
+
+int64_t qcow2_compress(unsigned type, void *dst, size_t dst_len,
+                       const void *src, size_t src_len)
+{
+    switch (type) {
+    case QCOW2_COMPRESSION_ZLIB:
+        return zlib_compress(dst, dst_len, src, src_len);
+    case QCOW2_COMPRESSION_ZSTD:
+        return zstd_compress(dst, dst_len, src, src_len);
     default:
         return -EIO;
     }

@@ -1,8 +1,8 @@
 /*
  * The qcow2 header and its extensions: decode and validate version 2 and
  * 3 headers (qcow2 spec, "Header", "Additional fields", "Header
- * extensions"), encode headers (for tests now, for create and amend
- * later), and name the incompatible features an image needs that we lack.
+ * extensions"), encode headers and the whole header cluster (create), and
+ * name the incompatible features an image needs that we lack.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -252,6 +252,110 @@ size_t qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t len)
     memset(buf, 0, len);
     memcpy(buf, &d, n);
     return n;
+}
+
+/* The feature name table qemu-img writes, in its order. */
+static const struct {
+    uint8_t type, bit;
+    const char *name;
+} feature_names[] = {
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, QCOW2_INCOMPAT_DIRTY_BIT, "dirty bit"},
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, QCOW2_INCOMPAT_CORRUPT_BIT, "corrupt bit"},
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, QCOW2_INCOMPAT_DATA_FILE_BIT,
+     "external data file"},
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, QCOW2_INCOMPAT_COMPRESSION_BIT,
+     "compression type"},
+    {QCOW2_FEAT_TYPE_INCOMPATIBLE, QCOW2_INCOMPAT_EXTL2_BIT,
+     "extended L2 entries"},
+    {QCOW2_FEAT_TYPE_COMPATIBLE, QCOW2_COMPAT_LAZY_REFCOUNTS_BIT,
+     "lazy refcounts"},
+    {QCOW2_FEAT_TYPE_AUTOCLEAR, QCOW2_AUTOCLEAR_BITMAPS_BIT, "bitmaps"},
+    {QCOW2_FEAT_TYPE_AUTOCLEAR, QCOW2_AUTOCLEAR_DATA_FILE_RAW_BIT,
+     "raw external data"},
+};
+
+/* Append one extension at *pos; false when it does not fit. */
+static bool put_ext(uint8_t *buf, size_t len, size_t *pos, uint32_t type,
+                    const void *data, size_t data_len)
+{
+    size_t need = sizeof(struct qcow2_ext_disk) + vd_align_up(data_len, 8);
+    struct qcow2_ext_disk d;
+
+    if (need > len - *pos) {
+        return false;
+    }
+    d.type = vd_be32_make(type);
+    d.len = vd_be32_make((uint32_t)data_len);
+    memcpy(buf + *pos, &d, sizeof(d));
+    if (data_len) {
+        memcpy(buf + *pos + sizeof(d), data, data_len);
+    }
+    *pos += need;
+    return true;
+}
+
+int qcow2_header_cluster_encode(struct qcow2_header *h,
+                                const char *backing_format,
+                                const char *data_file, const char *backing_file,
+                                uint8_t *buf, size_t len)
+{
+    size_t pos;
+
+    h->backing_file_offset = 0;
+    h->backing_file_size = 0;
+    pos = qcow2_header_encode(h, buf, len);
+    if (pos == 0) {
+        return vd_err(ENOSPC, "qcow2: the header does not fit in a cluster");
+    }
+    bool ok = true;
+    if (backing_format) {
+        ok = put_ext(buf, len, &pos, QCOW2_EXT_BACKING_FORMAT, backing_format,
+                     strlen(backing_format));
+    }
+    if (ok && data_file) {
+        ok = put_ext(buf, len, &pos, QCOW2_EXT_DATA_FILE, data_file,
+                     strlen(data_file));
+    }
+    /* Like qemu-img, only clusters over 4 KiB get the feature names: in
+     * smaller ones they would leave too little room for a backing name. */
+    if (ok && h->version >= 3 && len > 4096) {
+        uint8_t table[VD_ARRAY_SIZE(feature_names) *
+                      sizeof(struct qcow2_feature_disk)];
+        memset(table, 0, sizeof(table));
+        for (size_t i = 0; i < VD_ARRAY_SIZE(feature_names); i++) {
+            struct qcow2_feature_disk *f =
+                (struct qcow2_feature_disk *)(table + i * sizeof(*f));
+            f->type = feature_names[i].type;
+            f->bit = feature_names[i].bit;
+            memcpy(f->name, feature_names[i].name,
+                   strlen(feature_names[i].name));
+        }
+        ok = put_ext(buf, len, &pos, QCOW2_EXT_FEATURE_TABLE, table,
+                     sizeof(table));
+    }
+    ok = ok && put_ext(buf, len, &pos, QCOW2_EXT_END, NULL, 0);
+    if (ok && backing_file) {
+        size_t n = strlen(backing_file);
+        ok = n <= QCOW2_MAX_BACKING_NAME && n <= len - pos;
+        if (ok) {
+            memcpy(buf + pos, backing_file, n);
+            h->backing_file_offset = pos;
+            h->backing_file_size = (uint32_t)n;
+            /* Encode again: the header now points to the name. */
+            struct qcow2_header_disk d;
+            memcpy(&d, buf, sizeof(d));
+            d.backing_file_offset = vd_be64_make(pos);
+            d.backing_file_size = vd_be32_make((uint32_t)n);
+            memcpy(buf, &d, QCOW2_HEADER_V2_LEN);
+        }
+    }
+    if (!ok) {
+        return vd_err(ENOSPC,
+                      "qcow2: the header extensions and backing "
+                      "file name do not fit in a cluster of %zu bytes",
+                      len);
+    }
+    return 0;
 }
 
 void qcow2_exts_free(struct qcow2_exts *e)

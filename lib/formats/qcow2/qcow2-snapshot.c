@@ -154,6 +154,7 @@ int qcow2_snapshots_read(struct vd_dev *dev)
         s->nr_snapshots = i + 1;
         off += entry_len;
     }
+    s->snapshots_size = off - start;
     free(buf);
     return ret;
 }

@@ -1,13 +1,16 @@
 /*
  * The qcow2 format driver (qcow2 spec, whole document): probing, opening
  * (header, extensions, L1 table, snapshot table, bitmap directory, the
- * external data file and the backing chain), reading, block status as
- * qemu-img map reports it, and qemu-img info's description. Images are
- * read-only for now; the write path, refcount updates, snapshot commands
- * and check come later.
+ * external data file and the backing chain; read-write opens also repair
+ * a dirty image and take over the feature bits), reading, flushing and
+ * closing, block status as qemu-img map reports it, and qemu-img info's
+ * description. Writing is in qcow2-write.c, creation and resizing in
+ * qcow2-create.c; snapshot commands and check come later.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +56,9 @@ static void printable_copy(char *dst, size_t size, const char *s)
 
 static void state_free(struct qcow2_state *s)
 {
+    if (s->cond_init) {
+        pthread_cond_destroy(&s->cond);
+    }
     qcow2_cache_free(s->l2_cache);
     qcow2_cache_free(s->refblock_cache);
     qcow2_refcount_close(s);
@@ -182,22 +188,36 @@ static int init_caches(struct qcow2_state *s)
         return vd_err(ENOMEM, "cannot create a mutex");
     }
     s->lock_init = true;
+    if (s->writable) {
+        /* The image may grow: size the cache for the whole disk. */
+        uint64_t table_bytes = 1ull << (s->cluster_bits + s->l2_bits);
+        tables = VD_MAX(tables, (s->hdr.size + table_bytes - 1) / table_bytes);
+        if (pthread_cond_init(&s->cond, NULL) != 0) {
+            return vd_err(ENOMEM, "cannot create a condition variable");
+        }
+        s->cond_init = true;
+    }
     s->l2_cache =
         qcow2_cache_new((unsigned)VD_MIN(tables, max), s->cluster_size);
-    s->refblock_cache =
-        qcow2_cache_new(QCOW2_REFBLOCK_CACHE_TABLES, s->cluster_size);
-    return s->l2_cache && s->refblock_cache ? 0 : -ENOMEM;
+    s->refblock_cache = qcow2_cache_new(
+        s->writable ? QCOW2_REFBLOCK_CACHE_RW : QCOW2_REFBLOCK_CACHE_TABLES,
+        s->cluster_size);
+    if (!s->l2_cache || !s->refblock_cache) {
+        return -ENOMEM;
+    }
+    qcow2_cache_set_prepare(s->l2_cache, qcow2_l2_prepare);
+    return 0;
 }
 
-/* The failure a lower layer recorded, as -errno. */
-static int last_failure(void)
+int qcow2_last_failure(void)
 {
     int e = vd_err_errno();
     return e ? -e : -EIO;
 }
 
 /* A plain file beside the image (never a spec: no prefix is parsed). */
-static struct vd_dev *open_beside(struct vd_dev *dev, const char *name)
+static struct vd_dev *open_beside(struct vd_dev *dev, const char *name,
+                                  unsigned flags)
 {
     struct qcow2_state *s = vd_priv(dev);
     struct vd_dev *leaf = vd_dev_leaf(s->file);
@@ -216,8 +236,7 @@ static struct vd_dev *open_beside(struct vd_dev *dev, const char *name)
         return NULL;
     }
     struct vd_dev *file = vd_dev_open_driver(
-        file_drv, path, VD_OPEN_RDONLY | (dev->flags & VD_OPEN_DIRECT), NULL,
-        NULL, 0);
+        file_drv, path, flags | (dev->flags & VD_OPEN_DIRECT), NULL, NULL, 0);
     free(path);
     return file;
 }
@@ -237,10 +256,11 @@ static int open_data_file(struct vd_dev *dev)
     if (dev->flags & VD_OPEN_NO_BACKING) {
         return 0; /* not needed to describe the image */
     }
-    struct vd_dev *file = open_beside(dev, s->exts.data_file);
+    struct vd_dev *file =
+        open_beside(dev, s->exts.data_file, s->writable ? 0 : VD_OPEN_RDONLY);
     if (!file) {
         vd_err_prefix("external data file");
-        return last_failure();
+        return qcow2_last_failure();
     }
     int ret = vd_dev_add_child(dev, file);
     if (ret == 0) {
@@ -280,7 +300,7 @@ static int open_backing(struct vd_dev *dev)
                       "loop?)",
                       QCOW2_MAX_BACKING_DEPTH);
     }
-    struct vd_dev *file = open_beside(dev, s->backing_file);
+    struct vd_dev *file = open_beside(dev, s->backing_file, VD_OPEN_RDONLY);
     struct vd_dev *backing = NULL;
     if (file) {
         backing_depth++;
@@ -293,13 +313,187 @@ static int open_backing(struct vd_dev *dev)
         if (vd_err_errno() != ELOOP) {
             vd_err_prefix("backing file");
         }
-        return last_failure();
+        return qcow2_last_failure();
     }
     int ret = vd_dev_add_child(dev, backing);
     if (ret == 0) {
         dev->backing = backing;
     }
     return ret;
+}
+
+/* Write the header's incompatible or autoclear feature field. */
+static int write_features(struct vd_dev *dev, size_t field, uint64_t value)
+{
+    uint8_t buf[8];
+    vd_put_be(buf, 8, value);
+    return qcow2_pwrite_sync(dev, buf, 8, field);
+}
+
+int qcow2_mark_dirty(struct vd_dev *dev)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    uint64_t incompat = s->hdr.incompatible_features;
+
+    if (!s->lazy || (incompat & QCOW2_INCOMPAT_DIRTY)) {
+        return 0;
+    }
+    /* Whatever was written before is consistent: make it durable first. */
+    int ret = qcow2_sync(dev);
+    if (ret == 0) {
+        ret = write_features(
+            dev, offsetof(struct qcow2_header_disk, incompatible_features),
+            incompat | QCOW2_INCOMPAT_DIRTY);
+    }
+    if (ret == 0) {
+        s->hdr.incompatible_features = incompat | QCOW2_INCOMPAT_DIRTY;
+    }
+    return ret;
+}
+
+static int mark_clean(struct vd_dev *dev)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    uint64_t incompat = s->hdr.incompatible_features;
+
+    if (!(incompat & QCOW2_INCOMPAT_DIRTY)) {
+        return 0;
+    }
+    int ret = write_features(
+        dev, offsetof(struct qcow2_header_disk, incompatible_features),
+        incompat & ~QCOW2_INCOMPAT_DIRTY);
+    if (ret == 0) {
+        s->hdr.incompatible_features = incompat & ~QCOW2_INCOMPAT_DIRTY;
+    }
+    return ret;
+}
+
+void qcow2_set_corrupt(struct vd_dev *dev)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    uint64_t incompat = s->hdr.incompatible_features | QCOW2_INCOMPAT_CORRUPT;
+
+    if (s->corrupt) {
+        return;
+    }
+    s->corrupt = true;
+    if (s->writable && s->hdr.version >= 3) {
+        /* Best effort, as QEMU does: the error already explains. */
+        char saved[512];
+        snprintf(saved, sizeof(saved), "%s", vd_err_message());
+        int err = vd_err_errno();
+        if (write_features(
+                dev, offsetof(struct qcow2_header_disk, incompatible_features),
+                incompat) == 0) {
+            s->hdr.incompatible_features = incompat;
+        }
+        vd_err(err ? err : EUCLEAN, "%s", saved);
+    }
+}
+
+int qcow2_signal_corruption(struct vd_dev *dev, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    qcow2_set_corrupt(dev);
+    return vd_corrupt("%s", msg);
+}
+
+/*
+ * Write out everything cached, in dependency order: refcount blocks and
+ * guest data before the L2 tables that need them (the L2 cache's prepare
+ * hook), the L2 tables before the refcount decrements of clusters they
+ * no longer reference, and a final sync. Lock held.
+ */
+int qcow2_flush_locked(struct vd_dev *dev)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    int ret = qcow2_cache_flush(s->l2_cache, dev);
+
+    if (ret == 0 && s->nr_frees > 0) {
+        ret = qcow2_sync(dev);
+        if (ret == 0) {
+            ret = qcow2_apply_frees(dev);
+        }
+    }
+    if (ret == 0) {
+        ret = qcow2_cache_flush(s->refblock_cache, dev);
+    }
+    return ret == 0 ? qcow2_sync(dev) : ret;
+}
+
+static int qcow2_flush(struct vd_dev *dev)
+{
+    struct qcow2_state *s = vd_priv(dev);
+
+    if (!s->writable) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->lock);
+    int ret = s->corrupt ? vd_err(EIO, "%s: the image is marked corrupt",
+                                  dev->filename)
+                         : qcow2_flush_locked(dev);
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/*
+ * Read-write opens: refuse corrupt images, take over the refcounts, repair
+ * a dirty image, and clear the autoclear bits of what we do not keep up
+ * to date (bitmaps, unknown features), as the spec asks.
+ */
+static int open_writable(struct vd_dev *dev)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    struct qcow2_header *h = &s->hdr;
+    int ret;
+
+    if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+        return vd_err(EACCES, "qcow2: the image is marked corrupt and "
+                              "cannot be opened read-write");
+    }
+    if ((dev->flags & VD_OPEN_NO_BACKING) &&
+        (s->backing_file || s->external_data)) {
+        return vd_err(EINVAL, "qcow2: cannot write without the backing or "
+                              "data file");
+    }
+    s->lazy = h->version >= 3 &&
+              (h->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS);
+    s->refcount_max = h->refcount_order == 6
+                          ? UINT64_MAX
+                          : (1ull << (1u << h->refcount_order)) - 1;
+    ret = qcow2_refcount_table_load(s);
+    if (ret < 0) {
+        return ret;
+    }
+    if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+        ret = qcow2_repair_refcounts(dev);
+        if (ret == 0) {
+            ret = mark_clean(dev);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    uint64_t keep = h->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+    if (h->version >= 3 && h->autoclear_features != keep) {
+        ret = write_features(
+            dev, offsetof(struct qcow2_header_disk, autoclear_features), keep);
+        if (ret < 0) {
+            return ret;
+        }
+        h->autoclear_features = keep;
+        /* The bitmaps are stale from now on: forget them. */
+        qcow2_bitmaps_free_array(s->bitmaps, s->nr_bitmaps);
+        s->bitmaps = NULL;
+        s->nr_bitmaps = 0;
+        s->exts.has_bitmaps = false;
+    }
+    return 0;
 }
 
 static int open_image(struct vd_dev *dev)
@@ -309,6 +503,7 @@ static int open_image(struct vd_dev *dev)
 
     s->file = vd_child(dev, 0);
     s->file_size = s->file->size;
+    s->writable = !vd_dev_readonly(dev);
     if ((ret = read_header(s)) < 0 || (ret = check_features(s)) < 0) {
         return ret;
     }
@@ -323,24 +518,23 @@ static int open_image(struct vd_dev *dev)
     }
     /* QEMU counts whole sectors: a size below a sector boundary is cut. */
     dev->size = vd_align_down(s->hdr.size, 512);
-    if ((ret = open_data_file(dev)) < 0) {
+    if ((ret = open_data_file(dev)) < 0 || (ret = open_backing(dev)) < 0) {
         return ret;
     }
-    return open_backing(dev);
+    if (s->writable) {
+        pthread_mutex_lock(&s->lock);
+        ret = open_writable(dev);
+        pthread_mutex_unlock(&s->lock);
+    }
+    return ret;
 }
 
 static int qcow2_open(struct vd_dev *dev, const char *filename,
                       const struct vd_opts *opts)
 {
     (void)opts;
-    int ret;
+    int ret = open_image(dev);
 
-    if (!vd_dev_readonly(dev)) {
-        ret = vd_err(ENOTSUP, "qcow2: writing is not supported yet (open "
-                              "the image read-only)");
-    } else {
-        ret = open_image(dev);
-    }
     if (ret < 0) {
         state_free(vd_priv(dev));
         if (ret != -ELOOP || backing_depth == 0) {
@@ -352,7 +546,18 @@ static int qcow2_open(struct vd_dev *dev, const char *filename,
 
 static void qcow2_close(struct vd_dev *dev)
 {
-    state_free(vd_priv(dev));
+    struct qcow2_state *s = vd_priv(dev);
+
+    if (s->writable && !s->corrupt) {
+        /* Errors cannot be reported here: the image then stays dirty (or
+         * leaks clusters), which the next open or check takes care of. */
+        pthread_mutex_lock(&s->lock);
+        if (qcow2_flush_locked(dev) == 0) {
+            (void)mark_clean(dev);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    state_free(s);
 }
 
 /* Guest data stored at host_off of the data file; zeroes past its end. */
@@ -383,7 +588,7 @@ static int read_backing(struct vd_dev *dev, uint8_t *buf, uint64_t len,
     return n ? vd_read(backing, buf, n, off) : 0;
 }
 
-static int qcow2_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
+int qcow2_read_guest(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     struct qcow2_state *s = vd_priv(dev);
     uint8_t *p = buf, *cluster = NULL;
@@ -426,6 +631,28 @@ static int qcow2_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
         len -= m.len;
     }
     free(cluster);
+    return ret;
+}
+
+static int qcow2_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    struct qcow2_req req;
+
+    if (!s->writable) {
+        return qcow2_read_guest(dev, buf, len, off);
+    }
+    /* Keep the clusters mapped (not freed or reused) while reading. */
+    uint64_t first = off >> s->cluster_bits;
+    uint64_t last = (off + len - 1) >> s->cluster_bits;
+    pthread_mutex_lock(&s->lock);
+    qcow2_req_wait(s, first, last, false);
+    qcow2_req_add(s, &req, first, last, false);
+    pthread_mutex_unlock(&s->lock);
+    int ret = qcow2_read_guest(dev, buf, len, off);
+    pthread_mutex_lock(&s->lock);
+    qcow2_req_remove(s, &req);
+    pthread_mutex_unlock(&s->lock);
     return ret;
 }
 
@@ -580,11 +807,20 @@ const struct vd_driver qcow2_driver = {
     .kind = VD_KIND_FORMAT,
     .priv_size = sizeof(struct qcow2_state),
     .thread_model = VD_THREAD_PARALLEL,
+    .create_options = qcow2_create_options,
     .probe = qcow2_probe,
     .open = qcow2_open,
     .close = qcow2_close,
+    .create = qcow2_create,
     .read = qcow2_read,
+    .write = qcow2_write,
+    .zero = qcow2_zero,
+    .discard = qcow2_discard,
+    .flush = qcow2_flush,
     .block_status = qcow2_block_status,
+    .truncate = qcow2_truncate,
     .allocated_size = qcow2_allocated_size,
     .get_info = qcow2_get_info,
+    .compress_unit = qcow2_compress_unit,
+    .write_compressed = qcow2_write_compressed,
 };

@@ -147,16 +147,57 @@ struct qcow2_state {
     bool lock_init;
     struct qcow2_cache *l2_cache;
     struct qcow2_cache *refblock_cache;
-    uint64_t *refcount_table;    /* loaded on first use                   */
+    uint64_t *refcount_table;    /* loaded on first use (at open when
+                                    writable)                             */
     uint64_t refcount_table_len; /* entries                               */
     bool prealloc_checked;
-    bool metadata_prealloc; /* QEMU's detected metadata preallocation */
+    bool metadata_prealloc;  /* QEMU's detected metadata preallocation */
+    uint64_t snapshots_size; /* bytes of the snapshot table           */
+
+    /*
+     * The write side, also under lock. See qcow2-write.c for the request
+     * model and qcow2-refcount.c for allocation and write ordering.
+     */
+    bool writable;         /* opened read-write                        */
+    bool lazy;             /* lazy refcounts: updates may lag, dirty bit */
+    bool corrupt;          /* corruption found: every write fails      */
+    uint64_t refcount_max; /* the largest refcount the width holds      */
+    uint64_t free_cluster_index; /* allocation search starts here       */
+    uint64_t free_byte_offset;   /* compressed data packing; 0: none    */
+    struct qcow2_free *frees;    /* decrements applied at the next flush */
+    size_t nr_frees, frees_cap;
+    uint64_t data_gen;      /* allocating data writes completed          */
+    uint64_t synced_gen;    /* data_gen covered by the last file sync    */
+    struct qcow2_req *reqs; /* requests in flight                        */
+    pthread_cond_t cond;    /* signalled when a request ends            */
+    bool cond_init;
 };
 
-/* Every qcow2 node is opened read-only, so these are limits, not knobs. */
+/* A refcount decrement queued until the references it drops are on disk. */
+struct qcow2_free {
+    uint64_t off; /* host bytes [off, off + len): every cluster touched */
+    uint64_t len;
+};
+
+/*
+ * A request in flight over guest clusters [first, last]. Shared requests
+ * (reads, writes in place) only need the mapping to stay; exclusive ones
+ * change it. Two requests conflict when they overlap and one is
+ * exclusive.
+ */
+struct qcow2_req {
+    uint64_t first, last;
+    bool exclusive;
+    struct qcow2_req *next;
+};
+
+/* Queued refcount decrements that trigger a flush (which applies them). */
+#define QCOW2_MAX_PENDING_FREES     65536u
+/* Cache sizes: limits, not knobs. */
 #define QCOW2_L2_CACHE_MAX_BYTES    (8u << 20)
 #define QCOW2_L2_CACHE_MIN_TABLES   4u
 #define QCOW2_REFBLOCK_CACHE_TABLES 4u
+#define QCOW2_REFBLOCK_CACHE_RW     16u /* writable images */
 /* Backing chains deeper than this are refused (also catches loops). */
 #define QCOW2_MAX_BACKING_DEPTH     128
 
@@ -177,6 +218,18 @@ VD_MUST_CHECK int qcow2_header_decode(const void *buf, size_t len,
  */
 size_t qcow2_header_encode(const struct qcow2_header *hdr, void *buf,
                            size_t len);
+/*
+ * Encode the whole header cluster (len = cluster size bytes of buf) as
+ * qemu-img writes it: the header, the backing format and external data
+ * file name extensions (each when not NULL), the feature name table (v3,
+ * clusters over 4 KiB), the end marker and the backing file name. Sets
+ * hdr->backing_file_offset and _size. Returns 0 or -ENOSPC.
+ */
+VD_MUST_CHECK int qcow2_header_cluster_encode(struct qcow2_header *hdr,
+                                              const char *backing_format,
+                                              const char *data_file,
+                                              const char *backing_file,
+                                              uint8_t *buf, size_t len);
 /*
  * Decode the header extensions in buf, the first cluster of the image
  * (len bytes), between the end of the header and end (the backing file
@@ -212,29 +265,90 @@ const char *qcow2_crypt_name(uint32_t method);
 /* qcow2-cache.c */
 /*
  * A cache of nr tables of table_size bytes (L2 tables, refcount blocks),
- * kept as the raw big-endian bytes read from the file. The caller
- * serialises all calls with the state lock.
+ * kept as the raw big-endian bytes of the file. The caller serialises all
+ * calls with the state lock. dev is the qcow2 node: tables are read from
+ * its file and written back with qcow2_pwrite_meta().
  */
 struct qcow2_cache *qcow2_cache_new(unsigned nr, size_t table_size);
 void qcow2_cache_free(struct qcow2_cache *c);
+/* Called before any dirty table of c is written back (dependencies). */
+void qcow2_cache_set_prepare(struct qcow2_cache *c,
+                             int (*prepare)(struct vd_dev *dev));
 /*
- * The table at off in file (cluster aligned, inside the file: checked by
- * the caller), read on a miss. *table stays valid until the next call on
- * this cache. Returns 0 or -errno with the error set.
+ * The table at off in the file (cluster aligned, inside the file: checked
+ * by the caller), read on a miss; a dirty table evicted for it is written
+ * back first. *table stays valid until the next get on this cache.
+ * Returns 0 or -errno with the error set.
  */
-VD_MUST_CHECK int qcow2_cache_get(struct qcow2_cache *c, struct vd_dev *file,
-                                  uint64_t off, const uint8_t **table);
+VD_MUST_CHECK int qcow2_cache_get(struct qcow2_cache *c, struct vd_dev *dev,
+                                  uint64_t off, uint8_t **table);
+/* Like qcow2_cache_get() for a new table: zero-filled, nothing read. */
+VD_MUST_CHECK int qcow2_cache_get_empty(struct qcow2_cache *c,
+                                        struct vd_dev *dev, uint64_t off,
+                                        uint8_t **table);
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, const uint8_t *table);
+bool qcow2_cache_has_dirty(const struct qcow2_cache *c);
+/* Write back every dirty table (after prepare); tables stay cached. */
+VD_MUST_CHECK int qcow2_cache_flush(struct qcow2_cache *c, struct vd_dev *dev);
+/* Drop the table at off without writing it (its cluster was freed). */
+void qcow2_cache_forget(struct qcow2_cache *c, uint64_t off);
 
 /* qcow2-cluster.c */
+/* What an L2 entry is, before looking at subclusters. */
+enum qcow2_cluster_kind {
+    QCOW2_CLUSTER_UNALLOCATED,
+    QCOW2_CLUSTER_ZERO_PLAIN,
+    QCOW2_CLUSTER_ZERO_ALLOC,
+    QCOW2_CLUSTER_NORMAL,
+    QCOW2_CLUSTER_COMPRESSED,
+};
+enum qcow2_cluster_kind qcow2_entry_kind(const struct qcow2_state *s,
+                                         uint64_t entry);
+/* The kind of subcluster sc; false for an inconsistent bitmap. */
+bool qcow2_sc_kind(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
+                   unsigned sc, enum qcow2_sc_type *type);
+/* Entry idx of L2 table t (and its subcluster bitmap, 0 without). */
+uint64_t qcow2_l2_entry(const struct qcow2_state *s, const uint8_t *t,
+                        uint64_t idx);
+uint64_t qcow2_l2_bitmap(const struct qcow2_state *s, const uint8_t *t,
+                         uint64_t idx);
+void qcow2_l2_set(const struct qcow2_state *s, uint8_t *t, uint64_t idx,
+                  uint64_t entry, uint64_t bitmap);
 /*
  * Map guest [off, off + len) (len > 0, inside the disk): how the run
  * starting at off is stored, for as many bytes as share one kind and, for
  * NORMAL and *_ALLOC, contiguous host offsets (at most to the end of the
- * L2 table). Takes the state lock. Returns 0 or -errno (-EUCLEAN for a
- * corrupt table or entry) with the error set.
+ * L2 table). qcow2_get_mapping() takes the state lock, the _locked
+ * variant expects it held. Returns 0 or -errno (-EUCLEAN for a corrupt
+ * table or entry) with the error set.
  */
 VD_MUST_CHECK int qcow2_get_mapping(struct vd_dev *dev, uint64_t off,
                                     uint64_t len, struct qcow2_mapping *m);
+VD_MUST_CHECK int qcow2_get_mapping_locked(struct vd_dev *dev, uint64_t off,
+                                           uint64_t len,
+                                           struct qcow2_mapping *m);
+/*
+ * The L2 table holding guest offset off and the index of off's entry in
+ * it; *table is NULL when the L1 entry is empty. Lock held.
+ */
+VD_MUST_CHECK int qcow2_l2_lookup(struct vd_dev *dev, uint64_t off,
+                                  uint8_t **table, uint64_t *l2_idx);
+/*
+ * Like qcow2_l2_lookup(), for changing entries: a missing L2 table is
+ * allocated, one shared with a snapshot is copied, and the L1 table grows
+ * when off lies past it. Lock held.
+ */
+VD_MUST_CHECK int qcow2_l2_for_write(struct vd_dev *dev, uint64_t off,
+                                     uint8_t **table, uint64_t *l2_idx);
+/* Write L1 entry l1_idx from memory to the file. Lock held. */
+VD_MUST_CHECK int qcow2_write_l1_entry(struct vd_dev *dev, uint64_t l1_idx);
+/*
+ * Give the L1 table at least min_size entries (exactly that many with
+ * exact, else growing by half as QEMU does): a new table is written, the
+ * header switched to it, the old one freed. Lock held.
+ */
+VD_MUST_CHECK int qcow2_grow_l1(struct vd_dev *dev, uint64_t min_size,
+                                bool exact);
 /*
  * Read and decompress the compressed cluster m describes into out
  * (cluster_size bytes). Does not take the lock. Returns 0 or -errno.
@@ -248,14 +362,54 @@ VD_MUST_CHECK int qcow2_read_compressed(struct vd_dev *dev,
  */
 VD_MUST_CHECK int qcow2_decompress(unsigned type, void *dst, size_t dst_len,
                                    const void *src, size_t src_len);
-
-/* qcow2-refcount.c */
 /*
- * The refcount of host cluster cluster_idx of the image file. Caller holds
- * the state lock. Returns 0 or -errno (-EUCLEAN for corrupt tables).
+ * Compress src into at most dst_len bytes of dst, as QEMU does (raw
+ * deflate with a 4 KiB window, or one zstd frame). Returns the compressed
+ * length, -ENOSPC when it does not fit, or -EIO (no message).
+ */
+int64_t qcow2_compress(unsigned type, void *dst, size_t dst_len,
+                       const void *src, size_t src_len);
+
+/* qcow2-refcount.c (callers hold the state lock) */
+/* (Re)load the refcount table from the file. */
+VD_MUST_CHECK int qcow2_refcount_table_load(struct qcow2_state *s);
+/*
+ * The refcount of host cluster cluster_idx of the image file. Returns 0
+ * or -errno (-EUCLEAN for corrupt tables).
  */
 VD_MUST_CHECK int qcow2_get_refcount(struct vd_dev *dev, uint64_t cluster_idx,
                                      uint64_t *refcount);
+/*
+ * Allocate nb contiguous host clusters (refcount 1) and return the offset
+ * of the first, or -errno. The file is not grown: writers do that.
+ */
+int64_t qcow2_alloc_clusters(struct vd_dev *dev, uint64_t nb);
+/* size bytes for compressed data, packed as QEMU packs them; offset. */
+int64_t qcow2_alloc_bytes(struct vd_dev *dev, uint64_t size);
+/* Queue a decrement for every cluster touched by [off, off + len). */
+VD_MUST_CHECK int qcow2_free_later(struct vd_dev *dev, uint64_t off,
+                                   uint64_t len);
+/* Queue the decrements an L2 entry's host storage needs, if any. */
+VD_MUST_CHECK int qcow2_free_entry_later(struct vd_dev *dev, uint64_t entry);
+/* Decrement now: only for clusters nothing on disk can reference. */
+int qcow2_free_now(struct vd_dev *dev, uint64_t off, uint64_t len);
+/* Apply the queued decrements (a flush, once the L2 tables are synced). */
+VD_MUST_CHECK int qcow2_apply_frees(struct vd_dev *dev);
+/* Grow file (the image or data file) so that it holds end bytes. */
+VD_MUST_CHECK int qcow2_grow_file(struct vd_dev *dev, struct vd_dev *file,
+                                  uint64_t end);
+/* Write metadata to the image file, growing it as needed (and sync). */
+VD_MUST_CHECK int qcow2_pwrite_meta(struct vd_dev *dev, const void *buf,
+                                    uint64_t len, uint64_t off);
+VD_MUST_CHECK int qcow2_pwrite_sync(struct vd_dev *dev, const void *buf,
+                                    uint64_t len, uint64_t off);
+/* Sync the data file and the image file. */
+VD_MUST_CHECK int qcow2_sync(struct vd_dev *dev);
+/*
+ * The L2 cache's prepare hook: refcount blocks (unless lazy) and guest
+ * data reach the disk before any L2 table does.
+ */
+int qcow2_l2_prepare(struct vd_dev *dev);
 /*
  * QEMU's qcow2_detect_metadata_preallocation(): 1 when at least about 9/10
  * of the file's clusters have refcounts although far fewer are allocated
@@ -263,6 +417,87 @@ VD_MUST_CHECK int qcow2_get_refcount(struct vd_dev *dev, uint64_t cluster_idx,
  */
 int qcow2_detect_metadata_prealloc(struct vd_dev *dev);
 void qcow2_refcount_close(struct qcow2_state *s);
+
+/* qcow2-repair.c */
+/*
+ * Make the refcounts of a dirty image match its tables (a new refcount
+ * structure when they differ). Lock held. Returns 0 or -errno.
+ */
+VD_MUST_CHECK int qcow2_repair_refcounts(struct vd_dev *dev);
+
+/* qcow2-write.c */
+int qcow2_write(struct vd_dev *dev, const void *buf, uint64_t len, uint64_t off,
+                unsigned flags);
+uint32_t qcow2_compress_unit(struct vd_dev *dev);
+int qcow2_write_compressed(struct vd_dev *dev, const void *buf, uint64_t len,
+                           uint64_t off);
+/* Write real zeroes (-ENOTSUP with VD_REQ_FAST_ZERO). */
+int qcow2_write_zeroes(struct vd_dev *dev, uint64_t len, uint64_t off,
+                       unsigned flags);
+/* Requests in flight (lock held): wait until [first, last] is free for a
+ * request of that kind, add one, remove one (waking waiters). */
+void qcow2_req_wait(struct qcow2_state *s, uint64_t first, uint64_t last,
+                    bool exclusive);
+void qcow2_req_add(struct qcow2_state *s, struct qcow2_req *req, uint64_t first,
+                   uint64_t last, bool exclusive);
+void qcow2_req_remove(struct qcow2_state *s, struct qcow2_req *req);
+/* -EIO once corruption was found (the corrupt bit is set), else 0. */
+VD_MUST_CHECK int qcow2_check_usable(const struct qcow2_state *s,
+                                     const struct vd_dev *dev);
+/*
+ * Freed clusters are reused only after a flush: flush when many are
+ * queued, so that discards without flushes do not grow the file forever
+ * (lock held, no table in use).
+ */
+VD_MUST_CHECK int qcow2_flush_if_many_frees(struct vd_dev *dev);
+/* The result of a write request: -EUCLEAN also marks the image corrupt. */
+int qcow2_write_result(struct vd_dev *dev, int ret);
+/* QEMU's cluster_needs_new_alloc(): not a cluster of ours (COPIED). */
+bool qcow2_needs_new_alloc(const struct qcow2_state *s, uint64_t entry);
+/* Does an entry of this kind hold host storage that must be freed? */
+bool qcow2_host_allocated(enum qcow2_cluster_kind k);
+
+/* Subcluster bitmap bits for subclusters [from, to). */
+static inline uint64_t qcow2_sc_alloc_bits(unsigned from, unsigned to)
+{
+    return ((1ull << to) - 1) & ~((1ull << from) - 1);
+}
+
+static inline uint64_t qcow2_sc_zero_bits(unsigned from, unsigned to)
+{
+    return qcow2_sc_alloc_bits(from, to) << 32;
+}
+
+/* qcow2-discard.c */
+int qcow2_zero(struct vd_dev *dev, uint64_t len, uint64_t off, unsigned flags);
+int qcow2_discard(struct vd_dev *dev, uint64_t len, uint64_t off);
+
+/* qcow2-create.c */
+extern const struct vd_option qcow2_create_options[];
+int qcow2_create(struct vd_dev *file, uint64_t size,
+                 const struct vd_opts *opts);
+int qcow2_truncate(struct vd_dev *dev, uint64_t size,
+                   enum vd_prealloc prealloc);
+
+/* qcow2.c */
+extern const struct vd_driver qcow2_driver;
+/* Guest read without registering a request (copy-on-write reads). */
+VD_MUST_CHECK int qcow2_read_guest(struct vd_dev *dev, void *buf, uint64_t len,
+                                   uint64_t off);
+/*
+ * Write back the caches in dependency order, apply the queued refcount
+ * decrements and sync (what a flush does). Lock held, no table in use.
+ */
+VD_MUST_CHECK int qcow2_flush_locked(struct vd_dev *dev);
+/* With lazy refcounts: set the dirty bit before refcounts may lag. */
+VD_MUST_CHECK int qcow2_mark_dirty(struct vd_dev *dev);
+/* Corruption found: refuse writes from now on, set the corrupt bit. */
+void qcow2_set_corrupt(struct vd_dev *dev);
+/* vd_corrupt() that also marks the image corrupt; returns -EUCLEAN. */
+int qcow2_signal_corruption(struct vd_dev *dev, const char *fmt, ...)
+    VD_PRINTF(2, 3);
+/* The failure a lower layer recorded, as -errno (-EIO when none). */
+int qcow2_last_failure(void);
 
 /* qcow2-snapshot.c */
 /*
