@@ -30,6 +30,7 @@ int cmd_io(int argc, char **argv);
 int cmd_dm(int argc, char **argv);
 int cmd_volume(int argc, char **argv);
 int cmd_pmem(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* The running command's name, for messages ("convert"). */
 extern const char *cli_command;
@@ -90,6 +91,9 @@ struct vd_option *cli_create_option_table(const struct vd_driver *fmt);
  * the table. Returns the exit code.
  */
 int cli_print_option_help(const struct vd_driver *fmt, bool name_format);
+
+/*
+ */
 
 /* Print text followed by a newline to stdout, checking for write errors. */
 int cli_print(const char *text);

@@ -26,6 +26,7 @@ static const struct command commands[] = {
     { "dm", cmd_dm, "device-mapper tables and targets" },
     { "volume", cmd_volume, "thin volumes with snapshots (DBS layout)" },
     { "pmem", cmd_pmem, "create and inspect PMEM/DAX image files" },
+    { "serve", cmd_serve, "export an image over NBD" },
 };
 
 static void usage(FILE *out)
