@@ -442,7 +442,7 @@ static int file_truncate(struct vd_dev *dev, uint64_t size,
                          enum vd_prealloc prealloc)
 {
     struct file_state *s = vd_priv(dev);
-    uint64_t old = dev->size;
+    uint64_t old = vd_dev_size(dev);
 
     if (prealloc == VD_PREALLOC_METADATA) {
         return vd_err(ENOTSUP, "%s: unsupported preallocation mode: metadata",
@@ -454,7 +454,7 @@ static int file_truncate(struct vd_dev *dev, uint64_t size,
                           "(%llu bytes)", dev->filename,
                           (unsigned long long)old);
         }
-        dev->size = size;
+        vd_dev_set_size(dev, size);
         return 0;
     }
     if (size > (uint64_t)INT64_MAX - 511) {
@@ -472,7 +472,7 @@ static int file_truncate(struct vd_dev *dev, uint64_t size,
         ret = vd_err_sys(errno, "%s: could not resize", dev->filename);
     }
     if (ret == 0) {
-        dev->size = vd_align_up(size, 512); /* as file_open sees it */
+        vd_dev_set_size(dev, vd_align_up(size, 512)); /* as open sees it */
     }
     return ret;
 }

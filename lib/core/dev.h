@@ -34,6 +34,21 @@ static inline void *vd_priv(const struct vd_dev *dev)
     return dev->priv;
 }
 
+/*
+ * The virtual size. A node may grow while other threads do I/O on it (a
+ * qcow2 file extended by an allocating write), so the size is read and
+ * set atomically once a node is open.
+ */
+static inline uint64_t vd_dev_size(const struct vd_dev *dev)
+{
+    return __atomic_load_n(&dev->size, __ATOMIC_RELAXED);
+}
+
+static inline void vd_dev_set_size(struct vd_dev *dev, uint64_t size)
+{
+    __atomic_store_n(&dev->size, size, __ATOMIC_RELAXED);
+}
+
 static inline struct vd_dev *vd_child(const struct vd_dev *dev, unsigned i)
 {
     return i < dev->nr_children ? dev->children[i] : (struct vd_dev *)0;

@@ -58,10 +58,10 @@ static void unlock(struct vd_dev *dev)
 static int check_range(const struct vd_dev *dev, uint64_t off, uint64_t len,
                        const char *op)
 {
-    if (!vd_range_inside(off, len, dev->size)) {
+    if (!vd_range_inside(off, len, vd_dev_size(dev))) {
         return vd_err(EINVAL, "%s: %s of %" PRIu64 " bytes at offset %" PRIu64
                       " is beyond the end of the device (%" PRIu64 " bytes)",
-                      dev->filename, op, len, off, dev->size);
+                      dev->filename, op, len, off, vd_dev_size(dev));
     }
     return 0;
 }
@@ -213,7 +213,8 @@ static int zero_aligned(struct vd_dev *dev, uint64_t len, uint64_t off,
  */
 static uint64_t block_len_at(const struct vd_dev *dev, uint64_t block_off)
 {
-    return VD_MIN((uint64_t)dev->limits.align, dev->size - block_off);
+    return VD_MIN((uint64_t)dev->limits.align,
+                  vd_dev_size(dev) - block_off);
 }
 
 static void *alloc_bounce(const struct vd_dev *dev, size_t len)
@@ -281,7 +282,7 @@ static int write_unaligned(struct vd_dev *dev, const uint8_t *data,
     }
     if (ret == 0 && off < end) {
         /* The device's last block may be short: then it is whole here. */
-        if (end == dev->size && data) {
+        if (end == vd_dev_size(dev) && data) {
             ret = write_aligned(dev, data, end - off, off, flags);
         } else {
             ret = rmw_block(dev, bounce, off, end - off, data, flags);
@@ -301,12 +302,12 @@ int vd_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
     uint32_t align = dev->limits.align;
     uint64_t end = off + len;
     if (vd_is_aligned(off, align) &&
-        (vd_is_aligned(len, align) || end == dev->size)) {
+        (vd_is_aligned(len, align) || end == vd_dev_size(dev))) {
         return read_aligned(dev, buf, len, off);
     }
     /* Read the covering blocks through a bounce buffer, bounded size. */
     uint64_t a_off = vd_align_down(off, align);
-    uint64_t a_end = VD_MIN(vd_align_up(end, align), dev->size);
+    uint64_t a_end = VD_MIN(vd_align_up(end, align), vd_dev_size(dev));
     uint64_t piece_max = VD_MAX((uint64_t)dev->limits.max_io, align);
     uint8_t *bounce = alloc_bounce(dev, (size_t)VD_MIN(a_end - a_off,
                                                        piece_max));
@@ -345,7 +346,7 @@ int vd_write(struct vd_dev *dev, const void *buf, uint64_t len, uint64_t off,
     flags &= VD_REQ_FUA;
     uint32_t align = dev->limits.align;
     if (vd_is_aligned(off, align) &&
-        (vd_is_aligned(len, align) || off + len == dev->size)) {
+        (vd_is_aligned(len, align) || off + len == vd_dev_size(dev))) {
         ret = write_aligned(dev, buf, len, off, flags);
     } else {
         ret = write_unaligned(dev, buf, len, off, flags);
@@ -431,11 +432,11 @@ int vd_flush(struct vd_dev *dev)
 int vd_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
                     struct vd_extent *ext)
 {
-    if (off >= dev->size || len == 0) {
+    if (off >= vd_dev_size(dev) || len == 0) {
         return vd_err(EINVAL, "%s: block status at offset %" PRIu64
                       " is beyond the end of the device", dev->filename, off);
     }
-    len = VD_MIN(len, dev->size - off);
+    len = VD_MIN(len, vd_dev_size(dev) - off);
     memset(ext, 0, sizeof(*ext));
     if (!dev->drv->block_status) {
         if (passes_through(dev)) {
@@ -519,7 +520,7 @@ int vd_write_compressed(struct vd_dev *dev, const void *buf, uint64_t len,
                       "'%s'", vd_dev_format_name(dev));
     }
     if (!done && (!vd_is_aligned(off, unit) || len == 0 || len > unit ||
-                  (len < unit && off + len != dev->size))) {
+                  (len < unit && off + len != vd_dev_size(dev)))) {
         return vd_err(EINVAL, "%s: a compressed write of %" PRIu64 " bytes "
                       "at offset %" PRIu64 " is not one whole unit of %"
                       PRIu32 " bytes", dev->filename, len, off, unit);
@@ -536,7 +537,7 @@ int vd_truncate(struct vd_dev *dev, uint64_t size, enum vd_prealloc prealloc)
     if (ret < 0) {
         return ret;
     }
-    if (size < dev->size && prealloc != VD_PREALLOC_OFF) {
+    if (size < vd_dev_size(dev) && prealloc != VD_PREALLOC_OFF) {
         return vd_err(EINVAL, "%s: cannot use preallocation for shrinking",
                       dev->filename);
     }
@@ -549,7 +550,7 @@ int vd_truncate(struct vd_dev *dev, uint64_t size, enum vd_prealloc prealloc)
     if (passes_through(dev) && dev->drv->kind == VD_KIND_FILTER) {
         ret = vd_truncate(dev->children[0], size, prealloc);
         if (ret == 0) {
-            dev->size = dev->children[0]->size;
+            vd_dev_set_size(dev, vd_dev_size(dev->children[0]));
         }
         return ret;
     }
