@@ -41,6 +41,9 @@ enum vd_thread_model {
 #define VD_OPEN_RDONLY     0x1u
 #define VD_OPEN_DIRECT     0x2u
 #define VD_OPEN_NO_BACKING 0x4u
+/* Formats: opened to be checked or repaired (vdisk check): a read-write
+ * open repairs nothing by itself and accepts images marked corrupt. */
+#define VD_OPEN_CHECK      0x8u
 /* Backends only: make a new, empty node. It appears under its filename only
  * when vd_dev_publish() is called; closed unpublished, it vanishes. */
 #define VD_OPEN_CREATE     0x100u
@@ -76,6 +79,37 @@ struct vd_extent {
     uint32_t flags;        /* VD_EXT_*                                      */
     uint64_t host_off;     /* with VD_EXT_OFFSET: offset inside host        */
     struct vd_dev *host;   /* with VD_EXT_OFFSET: the leaf holding the data */
+};
+
+/* What check may repair (qemu's BDRV_FIX_LEAKS, BDRV_FIX_ERRORS). */
+#define VD_CHECK_FIX_LEAKS  0x1u
+#define VD_CHECK_FIX_ERRORS 0x2u
+
+/*
+ * What a consistency check found: qemu-img check's fields, in clusters of
+ * the format (qcow2: host clusters). message, when not NULL, receives each
+ * finding as one line without newline, worded as qemu-img words it.
+ */
+struct vd_check_report {
+    uint64_t corruptions;       /* errors left in the metadata            */
+    uint64_t leaks;             /* clusters allocated but not used        */
+    uint64_t check_errors;      /* parts that could not be checked        */
+    uint64_t corruptions_fixed;
+    uint64_t leaks_fixed;
+    uint64_t image_end_offset;  /* end of the last used cluster; 0: none  */
+    uint64_t total_clusters;    /* clusters of the virtual disk           */
+    uint64_t allocated_clusters;
+    uint64_t fragmented_clusters;
+    uint64_t compressed_clusters;
+    void (*message)(void *opaque, const char *line);
+    void *opaque;
+};
+
+/* Internal snapshot operations (the snapshot callback). */
+enum vd_snapshot_op {
+    VD_SNAPSHOT_CREATE,
+    VD_SNAPSHOT_APPLY,
+    VD_SNAPSHOT_DELETE,
 };
 
 struct vd_driver {
@@ -201,6 +235,66 @@ struct vd_driver {
      */
     int (*write_compressed)(struct vd_dev *dev, const void *buf,
                             uint64_t len, uint64_t off);
+
+    /*
+     * Check the node's metadata for consistency and repair what fix
+     * (VD_CHECK_FIX_*) allows, as qemu-img check does. The caller zeroes
+     * the counters of report and sets message; the node was opened with
+     * VD_OPEN_CHECK, read-write when fix is not 0, and no I/O is in
+     * flight. Findings are counted, not returned: the return value is 0,
+     * or -errno when the check could not run to its end (report then holds
+     * what was found so far). A check with nothing left to fix clears the
+     * format's dirty and corrupt marks. NULL: the format has nothing to
+     * check (qemu-img's "does not support checks").
+     */
+    int (*check)(struct vd_dev *dev, unsigned fix,
+                 struct vd_check_report *report);
+
+    /*
+     * Internal snapshots, with qemu-img snapshot's semantics. CREATE
+     * records the current disk as a snapshot named name with the next
+     * free numeric ID (names need not be unique); APPLY makes the disk
+     * what the snapshot with ID `name`, else the first one named `name`,
+     * recorded; DELETE removes the first snapshot named `name` and frees
+     * what only it used. -ENOENT when no snapshot matches. The node is
+     * writable and idle. Returns 0 or -errno with the error set. NULL: no
+     * internal snapshots.
+     */
+    int (*snapshot)(struct vd_dev *dev, enum vd_snapshot_op op,
+                    const char *name);
+
+    /*
+     * Drop everything this node holds of the disk, so that it reads what
+     * its backing node reads (qemu-img commit empties the top this way).
+     * The node is writable and idle. Returns 0 or -errno. NULL: ENOTSUP.
+     */
+    int (*make_empty)(struct vd_dev *dev);
+
+    /*
+     * Record name as the backing file and format as its format in the
+     * image's metadata only (qemu-img rebase -u); name NULL removes the
+     * backing file (format is then NULL). The data is not touched and the
+     * open backing node is not replaced. Writable node. Returns 0 or
+     * -errno. NULL: ENOTSUP.
+     */
+    int (*change_backing)(struct vd_dev *dev, const char *name,
+                          const char *format);
+
+    /*
+     * Change creation options of an existing image (qemu-img amend). opts
+     * were validated against create_options; options the format cannot
+     * change fail with -ENOTSUP and a message naming them, before
+     * anything is written. Writable, idle node. NULL: ENOTSUP.
+     */
+    int (*amend)(struct vd_dev *dev, const struct vd_opts *opts);
+
+    /*
+     * Formats that store persistent bitmaps (qcow2): the bytes a new image
+     * made with opts needs for the bitmaps of src (any node), as qemu-img
+     * measure's "bitmaps size"; -ENOTSUP when the new image or src cannot
+     * hold bitmaps (nothing is then reported). Optional.
+     */
+    int64_t (*measure_bitmaps)(const struct vd_opts *opts, struct vd_dev *src);
 };
 
 /* The built-in drivers, looked up by name (registry.c). */

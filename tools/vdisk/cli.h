@@ -31,6 +31,10 @@ int cmd_dm(int argc, char **argv);
 int cmd_volume(int argc, char **argv);
 int cmd_pmem(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
+int cmd_amend(int argc, char **argv);
 
 /* The running command's name, for messages ("convert"). */
 extern const char *cli_command;
@@ -93,7 +97,11 @@ struct vd_option *cli_create_option_table(const struct vd_driver *fmt);
 int cli_print_option_help(const struct vd_driver *fmt, bool name_format);
 
 /*
+ * The "Snapshot list:" table of qemu-img info and snapshot -l for the
+ * "snapshots" array of an info object (nothing when it is NULL or empty).
  */
+void cli_add_snapshot_list(struct vd_strbuf *out,
+                           const struct vd_json *snapshots);
 
 /* Print text followed by a newline to stdout, checking for write errors. */
 int cli_print(const char *text);

@@ -101,6 +101,19 @@ static void add_snapshot(struct vd_strbuf *out, const struct vd_json *sn)
                    name ? name : "", size, date, clock, icount_text);
 }
 
+void cli_add_snapshot_list(struct vd_strbuf *out,
+                           const struct vd_json *snapshots)
+{
+    if (snapshots && snapshots->type == VD_JSON_ARRAY && snapshots->first) {
+        vd_strbuf_add(out, "Snapshot list:\n");
+        vd_strbuf_addf(out, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG",
+                       "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+        for (const struct vd_json *sn = snapshots->first; sn; sn = sn->next) {
+            add_snapshot(out, sn);
+        }
+    }
+}
+
 /* One image as qemu-img info prints it in human form. */
 static void add_human(struct vd_strbuf *out, const struct vd_json *info)
 {
@@ -147,15 +160,7 @@ static void add_human(struct vd_strbuf *out, const struct vd_json *info)
         }
     }
 
-    const struct vd_json *snapshots = vd_json_get(info, "snapshots");
-    if (snapshots && snapshots->type == VD_JSON_ARRAY) {
-        vd_strbuf_add(out, "Snapshot list:\n");
-        vd_strbuf_addf(out, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG",
-                       "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
-        for (const struct vd_json *sn = snapshots->first; sn; sn = sn->next) {
-            add_snapshot(out, sn);
-        }
-    }
+    cli_add_snapshot_list(out, vd_json_get(info, "snapshots"));
 
     const struct vd_json *specific = vd_json_get(info, "format-specific");
     if (specific) {

@@ -4,6 +4,7 @@
  * image. The output format's driver does the arithmetic (its measure
  * callback); this file only gathers the inputs and prints.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -46,7 +47,9 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int print_result(bool json, uint64_t required, uint64_t full)
+/* bitmaps < 0: the new image would hold no bitmaps (nothing shown). */
+static int print_result(bool json, uint64_t required, uint64_t full,
+                        int64_t bitmaps)
 {
     struct vd_strbuf sb = VD_STRBUF_INIT;
 
@@ -54,6 +57,9 @@ static int print_result(bool json, uint64_t required, uint64_t full)
         struct vd_json *obj = vd_json_new_object();
         vd_json_add_uint(obj, "required", required);
         vd_json_add_uint(obj, "fully-allocated", full);
+        if (bitmaps >= 0) {
+            vd_json_add_uint(obj, "bitmaps", (uint64_t)bitmaps);
+        }
         if (!obj || !vd_json_ok(obj)) {
             vd_json_free(obj);
             return cli_error("out of memory");
@@ -65,6 +71,9 @@ static int print_result(bool json, uint64_t required, uint64_t full)
                        "required size: %" PRIu64 "\n"
                        "fully allocated size: %" PRIu64,
                        required, full);
+        if (bitmaps >= 0) {
+            vd_strbuf_addf(&sb, "\nbitmaps size: %" PRId64, bitmaps);
+        }
     }
     char *text = vd_strbuf_take(&sb);
     if (!text) {
@@ -189,7 +198,9 @@ int cmd_measure(int argc, char **argv)
         cli_lib_error();
         goto out;
     }
-    ret = print_result(json, required, full);
+    int64_t bitmaps =
+        fmt->measure_bitmaps ? fmt->measure_bitmaps(opts, src) : -ENOTSUP;
+    ret = print_result(json, required, full, bitmaps);
 
 out:
     vd_dev_unref(src);

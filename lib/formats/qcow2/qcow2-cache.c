@@ -240,3 +240,16 @@ void qcow2_cache_forget(struct qcow2_cache *c, uint64_t off)
         }
     }
 }
+
+int qcow2_cache_empty(struct qcow2_cache *c, struct vd_dev *dev)
+{
+    int ret = qcow2_cache_flush(c, dev);
+
+    if (ret < 0) {
+        return ret;
+    }
+    for (size_t i = 0; i < nr_slots(c); i++) {
+        c->slots[i].valid = false;
+    }
+    return 0;
+}

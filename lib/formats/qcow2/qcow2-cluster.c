@@ -58,7 +58,7 @@
  * entry that points to it. The L1 table grows like QEMU's: a new table is
  * written, the header switched to it, then the old one freed.
  *
- * Not done here yet: reading snapshot L1 tables (snapshot apply).
+ * Snapshot L1 tables are read and switched to by qcow2-snapshot.c.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -13,6 +13,12 @@
  * Preallocation allocates, one L2 table at a time, the table and then a
  * run of data clusters for it, as QEMU's preallocate_co() does; falloc
  * and full then make those clusters real in the file.
+ *
+ * Measuring (qemu-img measure -O qcow2) is QEMU's arithmetic: the fully
+ * allocated size is the header, the L2 and L1 tables for the whole disk,
+ * the data and the refcount structures for all of it (a fixed point);
+ * the required size replaces the data by what the source holds, counted
+ * in whole clusters of the new image.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -499,9 +505,7 @@ int qcow2_truncate(struct vd_dev *dev, uint64_t size, enum vd_prealloc prealloc)
                       dev->filename);
     }
     pthread_mutex_lock(&s->lock);
-    ret = s->corrupt
-              ? vd_err(EIO, "%s: the image is marked corrupt", dev->filename)
-              : 0;
+    ret = qcow2_check_usable(s, dev);
     if (ret == 0) {
         qcow2_req_wait(s, 0, UINT64_MAX, true);
     }
@@ -564,4 +568,165 @@ int qcow2_truncate(struct vd_dev *dev, uint64_t size, enum vd_prealloc prealloc)
         pthread_mutex_unlock(&s->lock);
     }
     return ret;
+}
+
+/* ---- Measure ------------------------------------------------------------ */
+
+/* QEMU's qcow2_refcount_metadata_size(): refcount blocks and table. */
+static uint64_t refcount_metadata_size(uint64_t clusters, uint64_t cs,
+                                       unsigned refcount_order)
+{
+    uint64_t per_table_cluster = cs / 8;
+    uint64_t per_block = cs * 8 / (1u << refcount_order);
+    uint64_t table = 0, blocks = 0, n = 0, last;
+
+    do {
+        last = n;
+        blocks = (clusters + table + blocks + per_block - 1) / per_block;
+        table = (blocks + per_table_cluster - 1) / per_table_cluster;
+        n = clusters + blocks + table;
+    } while (n != last);
+    return (blocks + table) * cs;
+}
+
+/* QEMU's qcow2_calc_prealloc_size(): a fully allocated image's file. */
+static uint64_t prealloc_size(uint64_t total, uint64_t cs,
+                              unsigned refcount_order, bool extended_l2)
+{
+    uint64_t l2e =
+        extended_l2 ? QCOW2_L2E_SIZE_EXTENDED : QCOW2_L2E_SIZE_NORMAL;
+    uint64_t aligned = vd_align_up(total, cs);
+    uint64_t meta = cs; /* the header */
+    uint64_t nl2e = vd_align_up(aligned / cs, cs / l2e);
+    meta += nl2e * l2e;
+    uint64_t nl1e = vd_align_up(nl2e * l2e / cs, cs / 8);
+    meta += nl1e * 8;
+    meta += refcount_metadata_size((meta + aligned) / cs, cs, refcount_order);
+    return meta + aligned;
+}
+
+/* The options measure reads, checked in qemu-img measure's order. */
+static int measure_params(const struct vd_opts *opts, uint64_t *cs,
+                          unsigned *version, unsigned *refcount_order,
+                          bool *extended_l2)
+{
+    uint64_t cluster_size =
+        vd_opts_get_uint(opts, "cluster_size", DEFAULT_CLUSTER_SIZE);
+    const char *compat = vd_opts_get_str(opts, "compat", "1.1");
+    uint64_t refcount_bits = vd_opts_get_uint(opts, "refcount_bits", 16);
+
+    *extended_l2 = vd_opts_get_bool(opts, "extended_l2", false);
+    if (!is_pow2(cluster_size) || cluster_size < 512 ||
+        cluster_size > (2u << 20)) {
+        return vd_err(EINVAL, "Cluster size must be a power of two between "
+                              "512 and 2048k");
+    }
+    if (*extended_l2 && cluster_size < MIN_EXTL2_CLUSTER) {
+        return vd_err(EINVAL,
+                      "Extended L2 entries are only supported with "
+                      "cluster sizes of at least %u bytes",
+                      MIN_EXTL2_CLUSTER);
+    }
+    *version =
+        (strcmp(compat, "0.10") == 0 || strcmp(compat, "v2") == 0) ? 2 : 3;
+    if (!is_pow2(refcount_bits) || refcount_bits > 64) {
+        return vd_err(EINVAL, "Refcount width must be a power of two and may "
+                              "not exceed 64 bits");
+    }
+    if (*version < 3 && refcount_bits != 16) {
+        return vd_err(EINVAL, "Different refcount widths than 16 bits "
+                              "require compatibility level 1.1 or above (use "
+                              "compat=1.1 or greater)");
+    }
+    *cs = cluster_size;
+    *refcount_order = log2_of(refcount_bits);
+    return 0;
+}
+
+int qcow2_measure(const struct vd_opts *opts, uint64_t size, struct vd_dev *src,
+                  uint64_t *required, uint64_t *fully_allocated)
+{
+    uint64_t cs, data = 0;
+    unsigned version, refcount_order;
+    bool extended_l2;
+    enum vd_prealloc prealloc;
+    int ret =
+        measure_params(opts, &cs, &version, &refcount_order, &extended_l2);
+
+    if (ret == 0) {
+        ret = vd_prealloc_parse(vd_opts_get_str(opts, "preallocation", "off"),
+                                &prealloc);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    uint64_t l2e =
+        extended_l2 ? QCOW2_L2E_SIZE_EXTENDED : QCOW2_L2E_SIZE_NORMAL;
+    uint64_t virtual_size = vd_align_up(size, cs);
+    uint64_t l2_tables = (virtual_size / cs + cs / l2e - 1) / (cs / l2e);
+    if (size > (uint64_t)INT64_MAX - cs || l2_tables > QCOW2_MAX_L1_ENTRIES) {
+        return vd_err(EFBIG, "The image size is too large (try using a "
+                             "larger cluster size)");
+    }
+    if (src) {
+        uint64_t ssize = src->size;
+        virtual_size = vd_align_up(ssize, cs);
+        /* What a new backing file would share is unknown: count all. */
+        bool all = vd_opts_has(opts, "backing_file");
+        for (uint64_t off = 0; !all && off < ssize;) {
+            struct vd_extent ext;
+            unsigned depth;
+            ret = vd_block_status_chain(src, off, ssize - off, &ext, &depth);
+            if (ret < 0) {
+                vd_err_prefix("Unable to get block status");
+                return ret;
+            }
+            uint64_t n = ext.len;
+            if (!(ext.flags & VD_EXT_ZERO) && (ext.flags & VD_EXT_DATA) &&
+                (ext.flags & VD_EXT_ALLOCATED)) {
+                /* Whole clusters of the new image. */
+                n = vd_align_up(off + n, cs) - off;
+                data += off % cs + n;
+            }
+            off += n;
+        }
+        if (all) {
+            data = virtual_size;
+        }
+    }
+    if (prealloc == VD_PREALLOC_FULL || prealloc == VD_PREALLOC_FALLOC) {
+        data = virtual_size;
+    }
+    *fully_allocated =
+        prealloc_size(virtual_size, cs, refcount_order, extended_l2);
+    *required = *fully_allocated - virtual_size + data;
+    return 0;
+}
+
+int64_t qcow2_measure_bitmaps(const struct vd_opts *opts, struct vd_dev *src)
+{
+    uint64_t cs;
+    unsigned version, refcount_order;
+    bool extended_l2;
+
+    if (!src || src->drv != &qcow2_driver ||
+        measure_params(opts, &cs, &version, &refcount_order, &extended_l2) <
+            0 ||
+        version < 3) {
+        vd_err_clear();
+        return -ENOTSUP;
+    }
+    const struct qcow2_state *s = vd_priv(src);
+    uint64_t total = 0, dir = 0;
+    for (uint32_t i = 0; i < s->nr_bitmaps; i++) {
+        const struct qcow2_bitmap *b = &s->bitmaps[i];
+        uint64_t granularity = 1ull << b->granularity_bits;
+        uint64_t bits = (src->size + granularity - 1) / granularity;
+        uint64_t clusters = ((bits + 7) / 8 + cs - 1) / cs;
+        total += clusters * cs;                 /* the bitmap itself */
+        total += vd_align_up(clusters * 8, cs); /* its table */
+        dir += vd_align_up(
+            sizeof(struct qcow2_bitmap_dir_disk) + strlen(b->name), 8);
+    }
+    return (int64_t)(total + vd_align_up(dir, cs));
 }

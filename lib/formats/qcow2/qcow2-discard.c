@@ -41,7 +41,7 @@ static int reads_as_zero(struct vd_dev *dev, uint64_t off, uint64_t len,
     return 0;
 }
 
-enum meta_op { OP_ZERO, OP_DISCARD };
+enum meta_op { OP_ZERO, OP_DISCARD, OP_UNMAP };
 
 /*
  * Change the entries of guest [off, end) inside one L2 table for a zero
@@ -89,6 +89,11 @@ static int change_entries(struct vd_dev *dev, enum meta_op op, uint64_t off,
                 (unsigned)((next - cluster + (1ull << s->sc_bits) - 1) >>
                            s->sc_bits);
             new_bitmap = (bitmap | zero_range(a, b)) & ~alloc_range(a, b);
+        } else if (op == OP_UNMAP) {
+            /* QEMU's full discard: read the backing file again. */
+            unmap = qcow2_host_allocated(kind);
+            new_entry = 0;
+            new_bitmap = 0;
         } else if (op == OP_ZERO) {
             unmap = kind == QCOW2_CLUSTER_COMPRESSED ||
                     ((flags & VD_REQ_MAY_UNMAP) && qcow2_host_allocated(kind));
@@ -139,7 +144,16 @@ static int change_range(struct vd_dev *dev, enum meta_op op, uint64_t off,
             qcow2_req_wait(s, first, last, true);
             ret = qcow2_mark_dirty(dev);
         }
-        if (ret == 0) {
+        bool skip = false;
+        if (ret == 0 && op == OP_UNMAP) {
+            /* Nothing to unmap where there is no table (QEMU would make
+             * an empty one). */
+            uint8_t *t;
+            uint64_t idx;
+            ret = qcow2_l2_lookup(dev, off, &t, &idx);
+            skip = !t;
+        }
+        if (ret == 0 && !skip) {
             ret = change_entries(dev, op, off, piece_end, flags, &fb_off,
                                  &fb_len);
         }
@@ -284,4 +298,16 @@ int qcow2_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
         ret = change_range(dev, OP_DISCARD, off, end, 0);
     }
     return qcow2_write_result(dev, ret);
+}
+
+int qcow2_unmap_all(struct vd_dev *dev)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    uint64_t end = vd_align_up(dev->size, s->cluster_size);
+
+    if (end > dev->size) {
+        end = dev->size; /* the last, partial cluster ends the disk */
+    }
+    return qcow2_write_result(dev,
+                              end ? change_range(dev, OP_UNMAP, 0, end, 0) : 0);
 }

@@ -299,6 +299,17 @@ int qcow2_header_cluster_encode(struct qcow2_header *h,
                                 const char *data_file, const char *backing_file,
                                 uint8_t *buf, size_t len)
 {
+    return qcow2_header_cluster_encode_exts(h, backing_format, data_file,
+                                            backing_file, NULL, 0, buf, len);
+}
+
+int qcow2_header_cluster_encode_exts(struct qcow2_header *h,
+                                     const char *backing_format,
+                                     const char *data_file,
+                                     const char *backing_file,
+                                     const uint8_t *other_exts,
+                                     size_t other_len, uint8_t *buf, size_t len)
+{
     size_t pos;
 
     h->backing_file_offset = 0;
@@ -332,6 +343,13 @@ int qcow2_header_cluster_encode(struct qcow2_header *h,
         }
         ok = put_ext(buf, len, &pos, QCOW2_EXT_FEATURE_TABLE, table,
                      sizeof(table));
+    }
+    if (ok && other_len) {
+        ok = other_len <= len - pos;
+        if (ok) {
+            memcpy(buf + pos, other_exts, other_len);
+            pos += other_len;
+        }
     }
     ok = ok && put_ext(buf, len, &pos, QCOW2_EXT_END, NULL, 0);
     if (ok && backing_file) {

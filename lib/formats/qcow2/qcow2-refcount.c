@@ -106,6 +106,18 @@ static void refcount_put(uint8_t *block, uint64_t idx, unsigned order,
     vd_put_be(block + idx * (bits / 8), bits / 8, value);
 }
 
+uint64_t qcow2_refcount_entry(const uint8_t *block, uint64_t idx,
+                              unsigned order)
+{
+    return refcount_at(block, idx, order);
+}
+
+void qcow2_refcount_set_entry(uint8_t *block, uint64_t idx, unsigned order,
+                              uint64_t value)
+{
+    refcount_put(block, idx, order, value);
+}
+
 static uint64_t rb_entries(const struct qcow2_state *s)
 {
     return 1ull << s->refcount_block_bits;
@@ -170,14 +182,34 @@ int qcow2_get_refcount(struct vd_dev *dev, uint64_t cluster_idx,
 int qcow2_grow_file(struct vd_dev *dev, struct vd_dev *file, uint64_t end)
 {
     struct qcow2_state *s = vd_priv(dev);
+    uint64_t target = end;
 
-    if (end <= file->size) {
+    if (file == s->file) {
+        /* Growing the file under the lock while other threads write to
+         * it costs them all (the inode lock): grow in steps, cut back to
+         * the real end at the next flush. */
+        s->file_end = VD_MAX(s->file_end, end);
+        target = vd_align_up(end, QCOW2_FILE_GROW_STEP);
+    }
+    if (end <= vd_dev_size(file)) {
         return 0;
     }
-    int ret = vd_truncate(file, end, VD_PREALLOC_OFF);
+    int ret = vd_truncate(file, target, VD_PREALLOC_OFF);
     if (ret == 0 && file == s->file) {
-        s->file_size = file->size;
+        s->file_size = vd_dev_size(file);
     }
+    return ret;
+}
+
+int qcow2_trim_file(struct vd_dev *dev)
+{
+    struct qcow2_state *s = vd_priv(dev);
+
+    if (!s->writable || vd_dev_size(s->file) <= vd_align_up(s->file_end, 512)) {
+        return 0;
+    }
+    int ret = vd_truncate(s->file, s->file_end, VD_PREALLOC_OFF);
+    s->file_size = vd_dev_size(s->file);
     return ret;
 }
 
@@ -286,6 +318,17 @@ static int64_t find_free(struct vd_dev *dev, uint64_t nb)
 
 static int update_refcount(struct vd_dev *dev, uint64_t off, uint64_t len,
                            int64_t delta);
+
+/* Give a freed cluster's space back to the file system (best effort). */
+static void discard_cluster(struct qcow2_state *s, uint64_t off)
+{
+    uint64_t size = VD_MIN(vd_dev_size(s->file), vd_align_up(s->file_end, 512));
+
+    if (off < size &&
+        vd_discard(s->file, VD_MIN(s->cluster_size, size - off), off) < 0) {
+        vd_err_clear();
+    }
+}
 
 /*
  * Create the refcount table area QEMU's qcow2_refcount_area() creates:
@@ -528,6 +571,9 @@ static int update_refcount(struct vd_dev *dev, uint64_t off, uint64_t len,
         if (value == 0) {
             /* A freed table must not be written back over new data. */
             qcow2_cache_forget(s->l2_cache, idx << s->cluster_bits);
+            if (s->discard_freed) {
+                discard_cluster(s, idx << s->cluster_bits);
+            }
             if (idx < s->free_cluster_index) {
                 s->free_cluster_index = idx;
             }
@@ -538,6 +584,12 @@ static int update_refcount(struct vd_dev *dev, uint64_t off, uint64_t len,
                               -delta);
     }
     return ret;
+}
+
+int qcow2_update_refcount(struct vd_dev *dev, uint64_t off, uint64_t len,
+                          int64_t delta)
+{
+    return update_refcount(dev, off, len, delta);
 }
 
 int qcow2_free_now(struct vd_dev *dev, uint64_t off, uint64_t len)

@@ -123,6 +123,12 @@ int qcow2_check_usable(const struct qcow2_state *s, const struct vd_dev *dev)
                       "refused",
                       dev->filename);
     }
+    if (s->metadata_only) {
+        return vd_err(EIO,
+                      "%s: opened without its backing or data file, the "
+                      "image's data cannot be written",
+                      dev->filename);
+    }
     return 0;
 }
 
@@ -599,7 +605,9 @@ int qcow2_write_compressed(struct vd_dev *dev, const void *buf, uint64_t len,
     if (len == 0) {
         /* Done: pad the file to whole sectors, as qemu-img leaves it. */
         pthread_mutex_lock(&s->lock);
-        ret = vd_truncate(s->file, s->file->size, VD_PREALLOC_OFF);
+        s->file_end = vd_align_up(s->file_end, 512);
+        ret = vd_truncate(s->file, s->file_end, VD_PREALLOC_OFF);
+        s->file_size = vd_dev_size(s->file);
         pthread_mutex_unlock(&s->lock);
         return ret;
     }

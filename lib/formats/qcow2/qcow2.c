@@ -4,8 +4,10 @@
  * external data file and the backing chain; read-write opens also repair
  * a dirty image and take over the feature bits), reading, flushing and
  * closing, block status as qemu-img map reports it, and qemu-img info's
- * description. Writing is in qcow2-write.c, creation and resizing in
- * qcow2-create.c; snapshot commands and check come later.
+ * description. Writing is in qcow2-write.c, creation, resizing and
+ * measuring in qcow2-create.c, snapshots in qcow2-snapshot.c, check and
+ * repair in qcow2-check.c, amend, backing file changes and emptying in
+ * qcow2-amend.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -351,7 +353,7 @@ int qcow2_mark_dirty(struct vd_dev *dev)
     return ret;
 }
 
-static int mark_clean(struct vd_dev *dev)
+int qcow2_mark_clean(struct vd_dev *dev)
 {
     struct qcow2_state *s = vd_priv(dev);
     uint64_t incompat = s->hdr.incompatible_features;
@@ -364,6 +366,23 @@ static int mark_clean(struct vd_dev *dev)
         incompat & ~QCOW2_INCOMPAT_DIRTY);
     if (ret == 0) {
         s->hdr.incompatible_features = incompat & ~QCOW2_INCOMPAT_DIRTY;
+    }
+    return ret;
+}
+
+int qcow2_mark_consistent(struct vd_dev *dev)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    uint64_t incompat = s->hdr.incompatible_features;
+
+    if (!(incompat & QCOW2_INCOMPAT_CORRUPT)) {
+        return 0;
+    }
+    int ret = write_features(
+        dev, offsetof(struct qcow2_header_disk, incompatible_features),
+        incompat & ~QCOW2_INCOMPAT_CORRUPT);
+    if (ret == 0) {
+        s->hdr.incompatible_features = incompat & ~QCOW2_INCOMPAT_CORRUPT;
     }
     return ret;
 }
@@ -423,6 +442,9 @@ int qcow2_flush_locked(struct vd_dev *dev)
     if (ret == 0) {
         ret = qcow2_cache_flush(s->refblock_cache, dev);
     }
+    if (ret == 0) {
+        ret = qcow2_trim_file(dev);
+    }
     return ret == 0 ? qcow2_sync(dev) : ret;
 }
 
@@ -452,15 +474,17 @@ static int open_writable(struct vd_dev *dev)
     struct qcow2_header *h = &s->hdr;
     int ret;
 
-    if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+    bool check = (dev->flags & VD_OPEN_CHECK) != 0;
+
+    if ((h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && !check) {
         return vd_err(EACCES, "qcow2: the image is marked corrupt and "
                               "cannot be opened read-write");
     }
-    if ((dev->flags & VD_OPEN_NO_BACKING) &&
-        (s->backing_file || s->external_data)) {
-        return vd_err(EINVAL, "qcow2: cannot write without the backing or "
-                              "data file");
-    }
+    /* Without the backing or data file only metadata may change (a
+     * check, a new backing file name, snapshots). */
+    s->metadata_only = (dev->flags & VD_OPEN_NO_BACKING) &&
+                       (s->backing_file || s->external_data);
+    s->file_end = s->file_size;
     s->lazy = h->version >= 3 &&
               (h->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS);
     s->refcount_max = h->refcount_order == 6
@@ -470,17 +494,18 @@ static int open_writable(struct vd_dev *dev)
     if (ret < 0) {
         return ret;
     }
-    if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+    if ((h->incompatible_features & QCOW2_INCOMPAT_DIRTY) && !check) {
         ret = qcow2_repair_refcounts(dev);
         if (ret == 0) {
-            ret = mark_clean(dev);
+            ret = qcow2_mark_clean(dev);
         }
         if (ret < 0) {
             return ret;
         }
     }
+    /* A check changes metadata only: bitmaps stay in step with the data. */
     uint64_t keep = h->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW;
-    if (h->version >= 3 && h->autoclear_features != keep) {
+    if (h->version >= 3 && h->autoclear_features != keep && !check) {
         ret = write_features(
             dev, offsetof(struct qcow2_header_disk, autoclear_features), keep);
         if (ret < 0) {
@@ -502,7 +527,7 @@ static int open_image(struct vd_dev *dev)
     int ret;
 
     s->file = vd_child(dev, 0);
-    s->file_size = s->file->size;
+    s->file_size = vd_dev_size(s->file);
     s->writable = !vd_dev_readonly(dev);
     if ((ret = read_header(s)) < 0 || (ret = check_features(s)) < 0) {
         return ret;
@@ -552,9 +577,11 @@ static void qcow2_close(struct vd_dev *dev)
         /* Errors cannot be reported here: the image then stays dirty (or
          * leaks clusters), which the next open or check takes care of. */
         pthread_mutex_lock(&s->lock);
-        if (qcow2_flush_locked(dev) == 0) {
-            (void)mark_clean(dev);
+        int ret = qcow2_flush_locked(dev);
+        if (ret == 0) {
+            ret = qcow2_mark_clean(dev);
         }
+        (void)ret;
         pthread_mutex_unlock(&s->lock);
     }
     state_free(s);
@@ -823,4 +850,11 @@ const struct vd_driver qcow2_driver = {
     .get_info = qcow2_get_info,
     .compress_unit = qcow2_compress_unit,
     .write_compressed = qcow2_write_compressed,
+    .check = qcow2_check,
+    .snapshot = qcow2_snapshot,
+    .make_empty = qcow2_make_empty,
+    .change_backing = qcow2_change_backing,
+    .amend = qcow2_amend,
+    .measure = qcow2_measure,
+    .measure_bitmaps = qcow2_measure_bitmaps,
 };

@@ -74,6 +74,8 @@ struct qcow2_snapshot {
     uint64_t disk_size;
     uint64_t icount; /* UINT64_MAX: not recorded */
     uint32_t extra_data_size;
+    uint8_t *extra_unknown; /* extra data past the known fields, kept as
+                               read (extra_data_size - 24 bytes) or NULL */
 };
 
 /* One bitmap directory entry, as far as info needs it. */
@@ -127,6 +129,9 @@ struct qcow2_state {
                                  external data file, or NULL when the
                                  external one was not opened           */
     uint64_t file_size;       /* of file, at open                      */
+    uint64_t file_end;        /* writable: what was written or grown to;
+                                 the file grows in steps past it and is
+                                 cut back to it when flushed          */
     bool external_data;       /* incompatible bit DATA_FILE            */
     bool data_file_raw;       /* autoclear bit DATA_FILE_RAW           */
 
@@ -161,6 +166,8 @@ struct qcow2_state {
     bool writable;         /* opened read-write                        */
     bool lazy;             /* lazy refcounts: updates may lag, dirty bit */
     bool corrupt;          /* corruption found: every write fails      */
+    bool metadata_only;    /* writable, but the backing or data file was
+                              not opened: guest data cannot change      */
     uint64_t refcount_max; /* the largest refcount the width holds      */
     uint64_t free_cluster_index; /* allocation search starts here       */
     uint64_t free_byte_offset;   /* compressed data packing; 0: none    */
@@ -168,6 +175,9 @@ struct qcow2_state {
     size_t nr_frees, frees_cap;
     uint64_t data_gen;      /* allocating data writes completed          */
     uint64_t synced_gen;    /* data_gen covered by the last file sync    */
+    bool discard_freed;     /* discard clusters whose refcount drops to
+                               0 (snapshot changes, as QEMU's default
+                               discard-snapshot=on)                      */
     struct qcow2_req *reqs; /* requests in flight                        */
     pthread_cond_t cond;    /* signalled when a request ends            */
     bool cond_init;
@@ -198,6 +208,8 @@ struct qcow2_req {
 #define QCOW2_L2_CACHE_MIN_TABLES   4u
 #define QCOW2_REFBLOCK_CACHE_TABLES 4u
 #define QCOW2_REFBLOCK_CACHE_RW     16u /* writable images */
+/* The image file grows in steps of this (sparse, cut back at a flush). */
+#define QCOW2_FILE_GROW_STEP        (32u << 20)
 /* Backing chains deeper than this are refused (also catches loops). */
 #define QCOW2_MAX_BACKING_DEPTH     128
 
@@ -230,6 +242,15 @@ VD_MUST_CHECK int qcow2_header_cluster_encode(struct qcow2_header *hdr,
                                               const char *data_file,
                                               const char *backing_file,
                                               uint8_t *buf, size_t len);
+/*
+ * The same, with other_exts (other_len bytes of complete extension
+ * records, kept from the image) placed before the end marker, where QEMU
+ * puts the extensions it does not know.
+ */
+VD_MUST_CHECK int qcow2_header_cluster_encode_exts(
+    struct qcow2_header *hdr, const char *backing_format, const char *data_file,
+    const char *backing_file, const uint8_t *other_exts, size_t other_len,
+    uint8_t *buf, size_t len);
 /*
  * Decode the header extensions in buf, the first cluster of the image
  * (len bytes), between the end of the header and end (the backing file
@@ -292,6 +313,9 @@ bool qcow2_cache_has_dirty(const struct qcow2_cache *c);
 VD_MUST_CHECK int qcow2_cache_flush(struct qcow2_cache *c, struct vd_dev *dev);
 /* Drop the table at off without writing it (its cluster was freed). */
 void qcow2_cache_forget(struct qcow2_cache *c, uint64_t off);
+/* Write back every dirty table, then drop them all (tables changed on
+ * disk behind the cache's back). */
+VD_MUST_CHECK int qcow2_cache_empty(struct qcow2_cache *c, struct vd_dev *dev);
 
 /* qcow2-cluster.c */
 /* What an L2 entry is, before looking at subclusters. */
@@ -391,13 +415,29 @@ VD_MUST_CHECK int qcow2_free_later(struct vd_dev *dev, uint64_t off,
                                    uint64_t len);
 /* Queue the decrements an L2 entry's host storage needs, if any. */
 VD_MUST_CHECK int qcow2_free_entry_later(struct vd_dev *dev, uint64_t entry);
+/*
+ * Add delta to the refcount of every cluster touched by [off, off + len)
+ * (check repairs); new refcount blocks are made as needed.
+ */
+VD_MUST_CHECK int qcow2_update_refcount(struct vd_dev *dev, uint64_t off,
+                                        uint64_t len, int64_t delta);
+/* Entry idx of an array of refcounts of width 1 << order, as on disk. */
+uint64_t qcow2_refcount_entry(const uint8_t *block, uint64_t idx,
+                              unsigned order);
+void qcow2_refcount_set_entry(uint8_t *block, uint64_t idx, unsigned order,
+                              uint64_t value);
 /* Decrement now: only for clusters nothing on disk can reference. */
 int qcow2_free_now(struct vd_dev *dev, uint64_t off, uint64_t len);
 /* Apply the queued decrements (a flush, once the L2 tables are synced). */
 VD_MUST_CHECK int qcow2_apply_frees(struct vd_dev *dev);
-/* Grow file (the image or data file) so that it holds end bytes. */
+/*
+ * Grow file (the image or data file) so that it holds end bytes. The
+ * image file grows in steps of QCOW2_FILE_GROW_STEP; qcow2_trim_file()
+ * (a flush) cuts it back to the end actually used.
+ */
 VD_MUST_CHECK int qcow2_grow_file(struct vd_dev *dev, struct vd_dev *file,
                                   uint64_t end);
+VD_MUST_CHECK int qcow2_trim_file(struct vd_dev *dev);
 /* Write metadata to the image file, growing it as needed (and sync). */
 VD_MUST_CHECK int qcow2_pwrite_meta(struct vd_dev *dev, const void *buf,
                                     uint64_t len, uint64_t off);
@@ -424,6 +464,75 @@ void qcow2_refcount_close(struct qcow2_state *s);
  * structure when they differ). Lock held. Returns 0 or -errno.
  */
 VD_MUST_CHECK int qcow2_repair_refcounts(struct vd_dev *dev);
+
+/* qcow2-check.c */
+/* A check in progress: the report and the in-memory refcount table. */
+struct qcow2_check {
+    struct vd_dev *dev;
+    struct qcow2_state *s;
+    struct vd_check_report *res;
+    uint8_t *imrt;       /* counted refcounts, as a refcount block array */
+    uint64_t nb;         /* clusters it covers                           */
+    uint64_t imrt_bytes; /* allocated, whole clusters                    */
+    uint64_t imrt_cap;   /* the most bytes it may take                   */
+    uint64_t refcount_max;
+    unsigned order; /* refcount_order                               */
+    bool reported;  /* a failure was recorded for the caller (as
+                       qemu-img's error_report() prints it)         */
+};
+/* The driver's check callback. */
+int qcow2_check(struct vd_dev *dev, unsigned fix,
+                struct vd_check_report *report);
+/* Pass one finding to the report, as qemu-img words it. */
+void qcow2_check_say(struct qcow2_check *c, const char *fmt, ...)
+    VD_PRINTF(2, 3);
+/* The image file's length as QEMU sees it (whole sectors, without the
+ * growth steps of a writable image). */
+uint64_t qcow2_check_file_length(const struct qcow2_state *s);
+uint64_t qcow2_clusters_of(const struct qcow2_state *s, uint64_t bytes);
+/* Read [off, off + len) of the image file; past its end reads zeroes. */
+VD_MUST_CHECK int qcow2_check_read(struct qcow2_check *c, void *buf,
+                                   uint64_t len, uint64_t off);
+/* Entry idx of the in-memory refcount table; its growth to nb clusters
+ * (QEMU's realloc_refcount_array: whole clusters, -ENOMEM past the cap). */
+uint64_t qcow2_imrt_get(const struct qcow2_check *c, uint64_t idx);
+void qcow2_imrt_set(struct qcow2_check *c, uint64_t idx, uint64_t value);
+VD_MUST_CHECK int qcow2_imrt_resize(struct qcow2_check *c, uint64_t nb);
+
+/* qcow2-check-repair.c (lock held) */
+/* Metadata kinds, in the order QEMU's overlap check tests them. */
+enum {
+    QCOW2_OL_MAIN_HEADER = 1u << 0,
+    QCOW2_OL_ACTIVE_L1 = 1u << 1,
+    QCOW2_OL_ACTIVE_L2 = 1u << 2,
+    QCOW2_OL_REFCOUNT_TABLE = 1u << 3,
+    QCOW2_OL_REFCOUNT_BLOCK = 1u << 4,
+    QCOW2_OL_SNAPSHOT_TABLE = 1u << 5,
+    QCOW2_OL_INACTIVE_L1 = 1u << 6,
+    QCOW2_OL_BITMAP_DIRECTORY = 1u << 8,
+};
+/*
+ * Before a repair writes [off, off + size): if that holds metadata other
+ * than the kinds in ign, mark the image corrupt and return -EIO.
+ */
+VD_MUST_CHECK int qcow2_check_overlap(struct qcow2_check *c, unsigned ign,
+                                      uint64_t off, uint64_t size);
+/*
+ * Make entry idx of the L2 table t (at l2_off) a plain zero cluster and
+ * write it; *overlap says the overlap check refused the write.
+ */
+int qcow2_check_fix_l2_zero(struct qcow2_check *c, uint8_t *t, uint64_t l2_off,
+                            uint64_t idx, bool *overlap);
+/* New refcount structures from the in-memory table, and the switch. */
+VD_MUST_CHECK int qcow2_check_rebuild(struct qcow2_check *c);
+/* COPIED flags against the stored refcounts, repaired as fix allows. */
+VD_MUST_CHECK int qcow2_check_oflag_copied(struct qcow2_check *c, unsigned fix);
+
+/* qcow2-amend.c: the driver's change_backing, make_empty, amend. */
+int qcow2_change_backing(struct vd_dev *dev, const char *name,
+                         const char *format);
+int qcow2_make_empty(struct vd_dev *dev);
+int qcow2_amend(struct vd_dev *dev, const struct vd_opts *opts);
 
 /* qcow2-write.c */
 int qcow2_write(struct vd_dev *dev, const void *buf, uint64_t len, uint64_t off,
@@ -471,6 +580,8 @@ static inline uint64_t qcow2_sc_zero_bits(unsigned from, unsigned to)
 /* qcow2-discard.c */
 int qcow2_zero(struct vd_dev *dev, uint64_t len, uint64_t off, unsigned flags);
 int qcow2_discard(struct vd_dev *dev, uint64_t len, uint64_t off);
+/* Make every cluster unallocated (reads fall to the backing file). */
+int qcow2_unmap_all(struct vd_dev *dev);
 
 /* qcow2-create.c */
 extern const struct vd_option qcow2_create_options[];
@@ -478,6 +589,9 @@ int qcow2_create(struct vd_dev *file, uint64_t size,
                  const struct vd_opts *opts);
 int qcow2_truncate(struct vd_dev *dev, uint64_t size,
                    enum vd_prealloc prealloc);
+int qcow2_measure(const struct vd_opts *opts, uint64_t size, struct vd_dev *src,
+                  uint64_t *required, uint64_t *fully_allocated);
+int64_t qcow2_measure_bitmaps(const struct vd_opts *opts, struct vd_dev *src);
 
 /* qcow2.c */
 extern const struct vd_driver qcow2_driver;
@@ -491,6 +605,9 @@ VD_MUST_CHECK int qcow2_read_guest(struct vd_dev *dev, void *buf, uint64_t len,
 VD_MUST_CHECK int qcow2_flush_locked(struct vd_dev *dev);
 /* With lazy refcounts: set the dirty bit before refcounts may lag. */
 VD_MUST_CHECK int qcow2_mark_dirty(struct vd_dev *dev);
+/* Clear the dirty bit (refcounts are up to date) or the corrupt bit. */
+VD_MUST_CHECK int qcow2_mark_clean(struct vd_dev *dev);
+VD_MUST_CHECK int qcow2_mark_consistent(struct vd_dev *dev);
 /* Corruption found: refuse writes from now on, set the corrupt bit. */
 void qcow2_set_corrupt(struct vd_dev *dev);
 /* vd_corrupt() that also marks the image corrupt; returns -EUCLEAN. */
@@ -517,6 +634,23 @@ VD_MUST_CHECK int qcow2_snapshots_read(struct vd_dev *dev);
 void qcow2_snapshots_free(struct qcow2_state *s);
 /* Add qemu-img info's "snapshots" array (only when there are any). */
 void qcow2_snapshots_info(const struct qcow2_state *s, struct vd_json *info);
+/*
+ * Rewrite the snapshot table when an entry lacks what version 3 requires
+ * (the 64-bit VM state size and the disk size). Lock held.
+ */
+VD_MUST_CHECK int qcow2_snapshots_v3(struct vd_dev *dev);
+/* The driver's snapshot callback (create, apply, delete). */
+int qcow2_snapshot(struct vd_dev *dev, enum vd_snapshot_op op,
+                   const char *name);
+/*
+ * QEMU's qcow2_update_snapshot_refcount(): add addend (-1, 0, 1) to the
+ * refcounts of everything the L1 table at l1_off (l1_size entries; the
+ * active one when l1_off is the active table's offset) references, and
+ * set the COPIED flags of its L1 and L2 entries to match. Lock held.
+ */
+VD_MUST_CHECK int qcow2_update_snapshot_refcount(struct vd_dev *dev,
+                                                 uint64_t l1_off,
+                                                 uint32_t l1_size, int addend);
 
 /* qcow2-bitmap.c */
 /*
