@@ -464,6 +464,42 @@ TEST(parent_locator)
     CHECK(vhdx_parent_locator_decode(item, len, &loc) == -ENOTSUP);
 }
 
+TEST(parent_locator_roundtrip)
+{
+    /* Non-ASCII too: a two-byte, a three-byte and a four-byte sequence. */
+    static const char *const pairs[3][2] = {
+        {"parent_linkage", "{01234567-89ab-cdef-0123-456789abcdef}"},
+        {"relative_path", "..\\b\xc3\xa4se\xe2\x82\xac\xf0\x9f\x92\xbe.vhdx"},
+        {"absolute_win32_path", "\\\\?\\C:\\vm\\base.vhdx"},
+    };
+    struct vhdx_locator loc;
+    size_t len = 0;
+    uint8_t *item = vhdx_parent_locator_encode(pairs, 3, &len);
+
+    CHECK(item != NULL);
+    CHECK(vhdx_parent_locator_decode(item, len, &loc) == 0);
+    CHECK_STREQ(loc.parent_linkage, pairs[0][1]);
+    CHECK_STREQ(loc.relative_path, pairs[1][1]);
+    CHECK_STREQ(loc.absolute_win32_path, pairs[2][1]);
+    /* UTF-16: the euro sign one unit, the floppy disk a surrogate pair. */
+    CHECK_EQ_U64(len, 20 + 3 * 12 + 2 * (14 + 38 + 13 + 15 + 19 + 19));
+    vhdx_locator_free(&loc);
+    free(item);
+}
+
+TEST(guid_generate)
+{
+    struct vhdx_guid a, b;
+    char text[VHDX_GUID_TEXT_LEN];
+
+    CHECK(vhdx_guid_generate(&a) == 0);
+    CHECK(vhdx_guid_generate(&b) == 0);
+    CHECK(!vhdx_guid_eq(&a, &b));
+    vhdx_guid_format(&a, text);
+    CHECK(text[14] == '4');                  /* version 4 */
+    CHECK(strchr("89AB", text[19]) != NULL); /* variant 1 */
+}
+
 static bool entry_eq(const struct vhdx_log_entry *a,
                      const struct vhdx_log_entry *b)
 {
@@ -584,6 +620,8 @@ int main(void)
     RUN(metadata_golden);
     RUN(metadata_rejects);
     RUN(parent_locator);
+    RUN(parent_locator_roundtrip);
+    RUN(guid_generate);
     RUN(log_entry_roundtrip);
     RUN(checksum_seal);
     return harness_exit();

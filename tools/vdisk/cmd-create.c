@@ -67,12 +67,23 @@ static void add_option(struct vd_strbuf *sb, const char *name,
     }
 }
 
-/* The size of the backing image, for a create without SIZE (as qemu-img). */
-static bool backing_size(const char *backing, const char *backing_fmt,
-                         uint64_t *size)
+/* The size of the backing image, for a create without SIZE (as qemu-img).
+ * A relative backing path is taken from the new image's directory. */
+static bool backing_size(const char *path, const char *backing,
+                         const char *backing_fmt, uint64_t *size)
 {
+    const char *slash = strrchr(path, '/'), *rest;
+    bool relative = backing[0] != '/' && !vd_spec_prefix(backing, &rest);
+    int dir_len = relative && slash ? (int)(slash - path) + 1 : 0;
+    char *full = malloc((size_t)dir_len + strlen(backing) + 1);
+    if (!full) {
+        cli_error("out of memory");
+        return false;
+    }
+    sprintf(full, "%.*s%s", dir_len, path, backing);
     struct vd_dev *dev =
-        cli_open(backing, backing_fmt, VD_OPEN_RDONLY | VD_OPEN_NO_BACKING);
+        cli_open(full, backing_fmt, VD_OPEN_RDONLY | VD_OPEN_NO_BACKING);
+    free(full);
     if (!dev) {
         return false;
     }
@@ -225,7 +236,7 @@ int cmd_create(int argc, char **argv)
             cli_error("%s: Image creation needs a size parameter", path);
             goto out;
         }
-        if (!backing_size(backing, backing_fmt, &size)) {
+        if (!backing_size(path, backing, backing_fmt, &size)) {
             goto out;
         }
     }

@@ -1,7 +1,9 @@
 /*
  * VHDX block allocation table ([MS-VHDX] 2.5): payload block entries with
  * one sector bitmap entry after every chunk_ratio of them, all validated at
- * open, and the sector bitmaps of differencing images.
+ * open, and the sector bitmaps of differencing images, cached per chunk.
+ * Changes are made in memory and marked dirty by 4 KiB sector; the journal
+ * (vhdx-journal.c) writes them through the log.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -15,8 +17,19 @@
 /* BAT bytes decoded per read. */
 #define BAT_READ_CHUNK (VHDX_MiB)
 
-/* Sizes that follow from the metadata: chunk ratio and entry counts. */
-static int bat_geometry(struct vhdx_state *s)
+uint64_t vhdx_bat_entries(uint64_t size, uint32_t block_size,
+                          uint32_t sector_size, bool parent)
+{
+    uint64_t ratio = VHDX_SECTORS_PER_BITMAP * sector_size / block_size;
+    uint64_t blocks = (size + block_size - 1) / block_size;
+
+    if (parent) {
+        return (blocks + ratio - 1) / ratio * (ratio + 1);
+    }
+    return blocks ? blocks + (blocks - 1) / ratio : 0;
+}
+
+int vhdx_bat_geometry(struct vhdx_state *s)
 {
     const struct vhdx_params *p = &s->params;
     uint64_t bytes;
@@ -27,16 +40,10 @@ static int bat_geometry(struct vhdx_state *s)
         VHDX_SECTORS_PER_BITMAP * p->logical_sector_size / p->block_size;
     s->nr_payload_blocks =
         (p->virtual_size + p->block_size - 1) / p->block_size;
-    uint64_t nr_bitmaps =
-        (s->nr_payload_blocks + s->chunk_ratio - 1) / s->chunk_ratio;
-    if (vhdx_has_parent(s)) {
-        s->nr_bat_entries = nr_bitmaps * (s->chunk_ratio + 1);
-    } else if (s->nr_payload_blocks > 0) {
-        s->nr_bat_entries =
-            s->nr_payload_blocks + (s->nr_payload_blocks - 1) / s->chunk_ratio;
-    } else {
-        s->nr_bat_entries = 0;
-    }
+    s->nr_chunks = (s->nr_payload_blocks + s->chunk_ratio - 1) / s->chunk_ratio;
+    s->nr_bat_entries =
+        vhdx_bat_entries(p->virtual_size, p->block_size, p->logical_sector_size,
+                         vhdx_has_parent(s));
     /* The virtual size is at most 64 TiB: no overflow here. */
     bytes = s->nr_bat_entries * VHDX_BAT_ENTRY_SIZE;
     if (bytes > s->bat_region.length) {
@@ -138,13 +145,72 @@ static int check_bitmap(const struct vhdx_state *s, uint64_t idx,
     return 0;
 }
 
+/* Bad entries whose message is kept for check; later ones are counted. */
+#define BAD_WITH_MESSAGE 64
+
+/*
+ * Check opens (VD_OPEN_CHECK): remember an entry that failed validation
+ * (its message is the current error) and drop it in memory, so that check
+ * can report and repair it.
+ */
+static int drop_bad(struct vhdx_state *s, uint64_t idx)
+{
+    if (s->nr_bad == s->bad_cap) {
+        size_t cap = s->bad_cap ? 2 * s->bad_cap : 16;
+        struct vhdx_bad_entry *b = realloc(s->bad, cap * sizeof(*b));
+        if (!b) {
+            return vd_err(ENOMEM, "out of memory");
+        }
+        s->bad = b;
+        s->bad_cap = cap;
+    }
+    struct vhdx_bad_entry *b = &s->bad[s->nr_bad++];
+    b->idx = idx;
+    b->why = s->nr_bad <= BAD_WITH_MESSAGE ? strdup(vd_err_message()) : NULL;
+    s->bat[idx] = 0;
+    vd_err_clear();
+    return 0;
+}
+
+/* Check opens: the partially present blocks of a chunk without a sector
+ * bitmap, [first, idx) of the BAT, are dropped. */
+static int drop_partial(struct vhdx_state *s, uint64_t first, uint64_t idx)
+{
+    int ret = 0;
+
+    for (uint64_t i = first; i < idx && ret == 0; i++) {
+        if ((s->bat[i] & VHDX_BAT_STATE_MASK) ==
+            VHDX_PAYLOAD_PARTIALLY_PRESENT) {
+            vd_corrupt("BAT entry %" PRIu64 ": a partially present block in "
+                       "a chunk without a sector bitmap",
+                       i);
+            ret = drop_bad(s, i);
+        }
+    }
+    return ret;
+}
+
+void vhdx_bad_free(struct vhdx_state *s)
+{
+    for (size_t i = 0; i < s->nr_bad; i++) {
+        free(s->bad[i].why);
+    }
+    free(s->bad);
+    s->bad = NULL;
+    s->nr_bad = s->bad_cap = 0;
+}
+
 int vhdx_bat_load(struct vd_dev *dev)
 {
     struct vhdx_state *s = vd_priv(dev);
+    bool lenient = (dev->flags & VD_OPEN_CHECK) != 0;
     uint8_t *raw = NULL;
     bool partial = false;
-    int ret = bat_geometry(s);
+    int ret = vhdx_bat_geometry(s);
 
+    if (ret == 0) {
+        ret = vhdx_bat_reserve(s, s->nr_bat_entries);
+    }
     if (ret < 0 || s->nr_bat_entries == 0) {
         return ret;
     }
@@ -155,9 +221,8 @@ int vhdx_bat_load(struct vd_dev *dev)
                           " lie past the end of the file",
                           bytes, s->bat_region.file_offset);
     }
-    s->bat = malloc(bytes);
     raw = malloc(BAT_READ_CHUNK);
-    if (!s->bat || !raw) {
+    if (!raw) {
         ret = vd_err(ENOMEM, "out of memory");
         goto out;
     }
@@ -170,58 +235,258 @@ int vhdx_bat_load(struct vd_dev *dev)
             uint64_t e = vd_get_le(raw + i * VHDX_BAT_ENTRY_SIZE, 8);
             s->bat[idx] = e;
             if (idx % (s->chunk_ratio + 1) == s->chunk_ratio) {
-                ret = check_bitmap(s, idx, e, partial);
+                if (lenient && partial &&
+                    (e & VHDX_BAT_STATE_MASK) != VHDX_SB_PRESENT) {
+                    ret = drop_partial(s, idx - s->chunk_ratio, idx);
+                    partial = false;
+                }
+                if (ret == 0) {
+                    ret = check_bitmap(s, idx, e, partial);
+                }
                 partial = false;
             } else {
                 ret = check_payload(s, idx, e, &partial);
+            }
+            if (ret == -EUCLEAN && lenient) {
+                ret = drop_bad(s, idx);
+                if (ret == 0 && idx % (s->chunk_ratio + 1) == s->chunk_ratio) {
+                    /* No bitmap now: its partial blocks cannot stay. */
+                    ret = drop_partial(s, idx - s->chunk_ratio, idx);
+                }
             }
         }
         done += n;
     }
 out:
     free(raw);
-    if (ret < 0) {
-        free(s->bat);
-        s->bat = NULL;
-    }
     return ret;
 }
 
-/* Bitmap bytes read per step of a run. */
-#define BITMAP_PIECE 512
+/* Entries per 4 KiB BAT sector. */
+#define PER_SECTOR (VHDX_LOG_SECTOR_SIZE / VHDX_BAT_ENTRY_SIZE)
+
+int vhdx_bat_reserve(struct vhdx_state *s, uint64_t nr)
+{
+    uint64_t cap = VD_MAX(vd_align_up(nr, PER_SECTOR), (uint64_t)PER_SECTOR);
+
+    if (cap > s->bat_capacity) {
+        /* Bounded by the region length, itself bounded by the file. */
+        uint64_t words = cap / PER_SECTOR / 64 + 1;
+        uint64_t old_words =
+            s->bat_dirty ? s->bat_capacity / PER_SECTOR / 64 + 1 : 0;
+        uint64_t *bat = realloc(s->bat, cap * sizeof(*bat));
+        if (bat) {
+            s->bat = bat;
+        }
+        uint64_t *dirty =
+            bat ? realloc(s->bat_dirty, words * sizeof(*dirty)) : NULL;
+        if (!bat || !dirty) {
+            return vd_err(ENOMEM, "out of memory");
+        }
+        s->bat_dirty = dirty;
+        memset(bat + s->bat_capacity, 0,
+               (cap - s->bat_capacity) * sizeof(*bat));
+        memset(dirty + old_words, 0, (words - old_words) * sizeof(*dirty));
+        s->bat_capacity = cap;
+    }
+    /* One bitmap slot per chunk the geometry has (at least one). */
+    uint64_t chunks = VD_MAX(s->nr_chunks, (uint64_t)1);
+    if (chunks > s->bitmaps_cap) {
+        struct vhdx_bitmap **b = realloc(s->bitmaps, chunks * sizeof(*b));
+        if (!b) {
+            return vd_err(ENOMEM, "out of memory");
+        }
+        memset(b + s->bitmaps_cap, 0, (chunks - s->bitmaps_cap) * sizeof(*b));
+        s->bitmaps = b;
+        s->bitmaps_cap = chunks;
+    }
+    return 0;
+}
+
+void vhdx_bat_set(struct vhdx_state *s, uint64_t idx, uint64_t entry)
+{
+    uint64_t sector = idx / PER_SECTOR;
+
+    s->bat[idx] = entry;
+    if (!(s->bat_dirty[sector / 64] & (UINT64_C(1) << (sector % 64)))) {
+        s->bat_dirty[sector / 64] |= UINT64_C(1) << (sector % 64);
+        s->nr_dirty++;
+    }
+}
+
+void vhdx_bat_free(struct vhdx_state *s)
+{
+    for (uint64_t i = 0; i < s->bitmaps_cap; i++) {
+        if (s->bitmaps[i]) {
+            free(s->bitmaps[i]->bits);
+            free(s->bitmaps[i]);
+        }
+    }
+    free(s->bitmaps);
+    free(s->bat);
+    free(s->bat_dirty);
+    s->bitmaps = NULL;
+    s->bat = NULL;
+    s->bat_dirty = NULL;
+    s->bat_capacity = 0;
+    s->bitmaps_cap = 0;
+    s->bitmaps_loaded = 0;
+}
+
+static bool bitmap_dirty(const struct vhdx_bitmap *b)
+{
+    for (size_t i = 0; i < VD_ARRAY_SIZE(b->dirty); i++) {
+        if (b->dirty[i]) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void vhdx_bitmap_drop(struct vhdx_state *s, uint64_t chunk)
+{
+    if (chunk < s->bitmaps_cap && s->bitmaps[chunk]) {
+        free(s->bitmaps[chunk]->bits);
+        free(s->bitmaps[chunk]);
+        s->bitmaps[chunk] = NULL;
+        s->bitmaps_loaded--;
+    }
+}
+
+/*
+ * Keep at most VHDX_BITMAP_CACHE_MAX bitmaps: drop a clean one, the next
+ * after the last dropped (round robin), committing first when every one
+ * is dirty. Lock held.
+ */
+static int bitmap_make_room(struct vd_dev *dev)
+{
+    struct vhdx_state *s = vd_priv(dev);
+
+    if (s->bitmaps_loaded < VHDX_BITMAP_CACHE_MAX) {
+        return 0;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint64_t i = 0; i < s->bitmaps_cap; i++) {
+            uint64_t c = (s->bitmap_cursor + i) % s->bitmaps_cap;
+            if (s->bitmaps[c] && !bitmap_dirty(s->bitmaps[c])) {
+                vhdx_bitmap_drop(s, c);
+                s->bitmap_cursor = c + 1;
+                return 0;
+            }
+        }
+        int ret = vhdx_journal_commit(dev);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+int vhdx_bitmap_get(struct vd_dev *dev, uint64_t chunk,
+                    struct vhdx_bitmap **out)
+{
+    struct vhdx_state *s = vd_priv(dev);
+    struct vhdx_bitmap *b = s->bitmaps[chunk];
+
+    if (!b) {
+        int room = bitmap_make_room(dev);
+        if (room < 0) {
+            return room;
+        }
+        uint64_t entry = s->bat[vhdx_bat_bitmap_index(s, chunk)];
+        b = calloc(1, sizeof(*b));
+        if (!b || !(b->bits = malloc(VHDX_SECTOR_BITMAP_SIZE))) {
+            free(b);
+            return vd_err(ENOMEM, "out of memory");
+        }
+        int ret = 0;
+        if ((entry & VHDX_BAT_STATE_MASK) == VHDX_SB_PRESENT) {
+            ret = vhdx_file_read(dev, b->bits, VHDX_SECTOR_BITMAP_SIZE,
+                                 entry & VHDX_BAT_OFFSET_MASK, "sector bitmap");
+        } else {
+            memset(b->bits, 0, VHDX_SECTOR_BITMAP_SIZE);
+        }
+        if (ret < 0) {
+            free(b->bits);
+            free(b);
+            return ret;
+        }
+        s->bitmaps[chunk] = b;
+        s->bitmaps_loaded++;
+    }
+    *out = b;
+    return 0;
+}
+
+/* The first bit of block's sectors in its chunk's bitmap: the whole chunk
+ * fits the 2^23 bits of the 1 MiB bitmap. */
+static uint64_t first_bit(const struct vhdx_state *s, uint64_t block)
+{
+    return (block % s->chunk_ratio) * s->sectors_per_block;
+}
+
+int vhdx_bitmap_set(struct vd_dev *dev, uint64_t block, uint64_t sector,
+                    uint64_t count, bool value)
+{
+    struct vhdx_state *s = vd_priv(dev);
+    struct vhdx_bitmap *b;
+    int ret = vhdx_bitmap_get(dev, block / s->chunk_ratio, &b);
+
+    if (ret < 0) {
+        return ret;
+    }
+    uint64_t bit = first_bit(s, block) + sector, end = bit + count;
+    const uint64_t per_sector = VHDX_LOG_SECTOR_SIZE * 8;
+    for (uint64_t sec = bit / per_sector;
+         count > 0 && sec <= (end - 1) / per_sector; sec++) {
+        if (!(b->dirty[sec / 64] & (UINT64_C(1) << (sec % 64)))) {
+            b->dirty[sec / 64] |= UINT64_C(1) << (sec % 64);
+            s->nr_dirty++;
+        }
+    }
+    while (bit < end) {
+        if (bit % 8 == 0 && end - bit >= 8) {
+            uint64_t n = (end - bit) / 8;
+            memset(b->bits + bit / 8, value ? 0xFF : 0, n);
+            bit += n * 8;
+            continue;
+        }
+        uint8_t mask = (uint8_t)(1u << (bit % 8));
+        if (value) {
+            b->bits[bit / 8] |= mask;
+        } else {
+            b->bits[bit / 8] &= (uint8_t)~mask;
+        }
+        bit++;
+    }
+    return 0;
+}
 
 int64_t vhdx_bitmap_run(struct vd_dev *dev, uint64_t block, uint64_t sector,
                         uint64_t max, bool *present)
 {
     struct vhdx_state *s = vd_priv(dev);
-    uint64_t chunk = block / s->chunk_ratio;
-    uint64_t entry = s->bat[chunk * (s->chunk_ratio + 1) + s->chunk_ratio];
-    uint64_t base = entry & VHDX_BAT_OFFSET_MASK;
-    /* The block's bits start at (block % chunk_ratio) * sectors_per_block;
-     * the whole chunk fits the 2^23 bits of the 1 MiB bitmap. */
-    uint64_t bit = (block % s->chunk_ratio) * s->sectors_per_block + sector;
-    uint8_t bytes[BITMAP_PIECE];
-    uint64_t run = 0;
+    struct vhdx_bitmap *b;
+    int ret = vhdx_bitmap_get(dev, block / s->chunk_ratio, &b);
 
+    if (ret < 0) {
+        return ret;
+    }
+    uint64_t bit = first_bit(s, block) + sector;
+    uint64_t run = 0;
+    *present = (b->bits[bit / 8] >> (bit % 8)) & 1;
+    const uint8_t same = *present ? 0xFF : 0;
     while (run < max) {
-        uint64_t first = bit / 8;
-        uint64_t want =
-            VD_MIN((uint64_t)BITMAP_PIECE, (bit % 8 + (max - run) + 7) / 8);
-        int ret =
-            vhdx_file_read(dev, bytes, want, base + first, "sector bitmap");
-        if (ret < 0) {
-            return ret;
+        if (bit % 8 == 0 && max - run >= 8 && b->bits[bit / 8] == same) {
+            run += 8;
+            bit += 8;
+            continue;
         }
-        for (uint64_t i = bit % 8; i < want * 8 && run < max; i++) {
-            bool b = (bytes[i / 8] >> (i % 8)) & 1;
-            if (run == 0) {
-                *present = b;
-            } else if (b != *present) {
-                return (int64_t)run;
-            }
-            run++;
-            bit++;
+        if ((bool)((b->bits[bit / 8] >> (bit % 8)) & 1) != *present) {
+            break;
         }
+        run++;
+        bit++;
     }
     return (int64_t)run;
 }

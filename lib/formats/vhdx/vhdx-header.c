@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "core/error.h"
+#include "core/io.h"
 #include "util/checked.h"
 #include "vhdx.h"
 
@@ -83,6 +85,26 @@ void vhdx_guid_format(const struct vhdx_guid *g, char out[VHDX_GUID_TEXT_LEN])
              (uint32_t)vd_get_le(b, 4), (unsigned)vd_get_le(b + 4, 2),
              (unsigned)vd_get_le(b + 6, 2), b[8], b[9], b[10], b[11], b[12],
              b[13], b[14], b[15]);
+}
+
+int vhdx_guid_generate(struct vhdx_guid *out)
+{
+    size_t done = 0;
+
+    while (done < sizeof(out->b)) {
+        ssize_t n = getrandom(out->b + done, sizeof(out->b) - done, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return vd_err_sys(n < 0 ? errno : EIO, "vhdx: no random GUID");
+        }
+        done += (size_t)n;
+    }
+    /* RFC 4122 version 4 (Data3's high nibble), variant 1 (Data4[0]). */
+    out->b[7] = (uint8_t)((out->b[7] & 0x0F) | 0x40);
+    out->b[8] = (uint8_t)((out->b[8] & 0x3F) | 0x80);
+    return 0;
 }
 
 static int hex_value(char c)
@@ -180,6 +202,35 @@ void vhdx_header_encode(const struct vhdx_header *h, void *buf)
     memset(buf, 0, VHDX_HEADER_SIZE);
     memcpy(buf, &d, sizeof(d));
     vhdx_checksum_seal(buf, VHDX_HEADER_SIZE);
+}
+
+int vhdx_header_update(struct vd_dev *dev, const struct vhdx_header *h)
+{
+    struct vhdx_state *s = vd_priv(dev);
+    struct vd_dev *file = vd_child(dev, 0);
+    static const uint64_t offs[2] = {VHDX_HEADER1_OFFSET, VHDX_HEADER2_OFFSET};
+    uint8_t *buf = malloc(VHDX_HEADER_SIZE);
+    int ret = 0;
+
+    if (!buf) {
+        return vd_err(ENOMEM, "out of memory");
+    }
+    for (unsigned i = 0; i < 2 && ret == 0; i++) {
+        struct vhdx_header next = *h;
+        unsigned slot = s->header_idx ^ 1;
+        next.sequence_number = s->header.sequence_number + 1;
+        vhdx_header_encode(&next, buf);
+        ret = vd_write(file, buf, VHDX_HEADER_SIZE, offs[slot], 0);
+        if (ret == 0) {
+            ret = vd_flush(file);
+        }
+        if (ret == 0) {
+            s->header = next;
+            s->header_idx = slot;
+        }
+    }
+    free(buf);
+    return ret;
 }
 
 static bool header_eq(const struct vhdx_header *a, const struct vhdx_header *b)

@@ -60,6 +60,8 @@
 #define VHDX_LOG_REPLAY_MAX       (128 * VHDX_MiB)
 #define VHDX_LOCATOR_MAX_ENTRIES  64
 #define VHDX_CHAIN_MAX_DEPTH      64
+/* Sector bitmaps (1 MiB each) cached at once per image. */
+#define VHDX_BITMAP_CACHE_MAX     64
 
 /*
  * A GUID as stored: Data1 (LE32), Data2 (LE16), Data3 (LE16), Data4[8].

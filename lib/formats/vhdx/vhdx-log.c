@@ -30,17 +30,20 @@
  * must be at least the head's FlushedFileOffset long (else corruption),
  * and replay extends it to LastFileOffset.
  *
- * Replaying. Read-write opens would write the sectors in order, extend
- * the file, flush and clear LogGuid with a header update; that is left for
- * the writing side, which is refused for now. Read-only opens replay in
- * memory so a dirty image reads correctly without being modified: the
+ * Replaying. Every open first replays in memory, so a dirty image reads
+ * correctly without being modified and is validated as replayed: the
  * descriptors of the active sequence become ranges, later ones winning
  * where they overlap, resolved once at open by a sweep over the range
  * boundaries with a heap of the ranges covering each point (O(n log n))
  * into a sorted list of disjoint ranges, the overlay. vhdx_file_read()
  * lays the overlay over every read of the file (headers, region tables,
  * metadata, BAT, bitmaps and payload alike), and reads past the physical
- * end up to the replayed size return zeroes. The image is untouched.
+ * end up to the replayed size return zeroes. A read-only open leaves the
+ * image untouched. A read-write open then writes the overlay to the file
+ * (vhdx_log_write_back: the resolved result of applying the sequence in
+ * order), extends the file to LastFileOffset, flushes, and clears LogGuid
+ * with a header update; from then on reads go straight to the file. How
+ * vdisk itself writes the log is described in vhdx-journal.c.
  *
  * Bounds: the log is read whole, so logs over VHDX_LOG_REPLAY_MAX are
  * refused when they need replaying; overlay memory is 4 KiB per data
@@ -550,11 +553,6 @@ int vhdx_log_load(struct vd_dev *dev)
                              s->file_size, head->hdr.flushed_file_offset);
             goto out;
         }
-        if (!vd_dev_readonly(dev)) {
-            ret = vd_err(ENOTSUP, "vhdx: writing the log to the file is not "
-                                  "supported yet");
-            goto out;
-        }
         s->log.replayed = true;
         s->log.end_offset =
             VD_MAX(s->log.end_offset, head->hdr.last_file_offset);
@@ -566,6 +564,44 @@ out:
     free(sc.valid);
     free(sc.at);
     free(log);
+    return ret;
+}
+
+int vhdx_log_write_back(struct vd_dev *dev)
+{
+    struct vhdx_state *s = vd_priv(dev);
+    struct vd_dev *file = vd_child(dev, 0);
+    struct vhdx_header h = s->header;
+    int ret = 0;
+
+    if (!s->log.replayed) {
+        return 0;
+    }
+    if (s->file_size > file->size) {
+        ret = vd_truncate(file, s->file_size, VD_PREALLOC_OFF);
+    }
+    for (size_t i = 0; ret == 0 && i < s->log.nr_ranges; i++) {
+        const struct vhdx_overlay_range *r = &s->log.ranges[i];
+        ret = r->data ? vd_write(file, r->data, r->len, r->off, 0)
+                      : vd_zero(file, r->len, r->off, 0);
+    }
+    if (ret == 0) {
+        ret = vd_flush(file);
+    }
+    if (ret == 0) {
+        memset(&h.log_guid, 0, sizeof(h.log_guid));
+        ret = vhdx_header_update(dev, &h);
+    }
+    if (ret == 0) {
+        /* The file holds the replay now: read it directly. */
+        free(s->log.sectors);
+        free(s->log.ranges);
+        s->log.sectors = NULL;
+        s->log.ranges = NULL;
+        s->log.nr_ranges = 0;
+        s->file_size = file->size;
+        s->log_written = true;
+    }
     return ret;
 }
 

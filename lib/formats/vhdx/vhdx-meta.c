@@ -303,6 +303,71 @@ int vhdx_parent_locator_decode(const void *buf, size_t len,
     return ret;
 }
 
+uint8_t *vhdx_parent_locator_encode(const char *const (*pairs)[2], size_t n,
+                                    size_t *len)
+{
+    struct vhdx_parent_locator_header_disk d = {
+        .key_value_count = vd_le16_make((uint16_t)n),
+    };
+    const struct vhdx_guid type = VHDX_PARENT_LOCATOR_VHDX_GUID;
+    size_t size = sizeof(d) + n * sizeof(struct vhdx_parent_locator_entry_disk);
+    size_t pos = size;
+
+    /* UTF-8 to UTF-16 never takes more units than bytes. */
+    bool too_long = false;
+    for (size_t i = 0; i < n; i++) {
+        size += 2 * (strlen(pairs[i][0]) + strlen(pairs[i][1]));
+        too_long = too_long || strlen(pairs[i][0]) > UINT16_MAX / 2 ||
+                   strlen(pairs[i][1]) > UINT16_MAX / 2;
+    }
+    if (n > VHDX_LOCATOR_MAX_ENTRIES || size > VHDX_METADATA_ITEM_MAX ||
+        too_long) {
+        vd_err(EINVAL, "vhdx: the parent locator would be too large");
+        return NULL;
+    }
+    uint8_t *item = calloc(1, size);
+    if (!item) {
+        vd_err(ENOMEM, "out of memory");
+        return NULL;
+    }
+    memcpy(d.locator_type, type.b, 16);
+    memcpy(item, &d, sizeof(d));
+    for (size_t i = 0; i < n; i++) {
+        struct vhdx_parent_locator_entry_disk e;
+        size_t at[2];
+        for (size_t k = 0; k < 2; k++) {
+            const unsigned char *t = (const unsigned char *)pairs[i][k];
+            at[k] = pos;
+            while (*t) {
+                /* Decode one UTF-8 sequence (the input is ours: paths
+                 * and GUIDs, assumed valid). */
+                uint32_t c = *t++;
+                int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+                c &= more ? 0x3Fu >> more : 0x7Fu;
+                while (more-- > 0 && (*t & 0xC0) == 0x80) {
+                    c = c << 6 | (*t++ & 0x3Fu);
+                }
+                if (c >= 0x10000) {
+                    c -= 0x10000;
+                    vd_put_le(item + pos, 2, 0xD800 + (c >> 10));
+                    vd_put_le(item + pos + 2, 2, 0xDC00 + (c & 0x3FF));
+                    pos += 4;
+                } else {
+                    vd_put_le(item + pos, 2, c);
+                    pos += 2;
+                }
+            }
+        }
+        e.key_offset = vd_le32_make((uint32_t)at[0]);
+        e.value_offset = vd_le32_make((uint32_t)at[1]);
+        e.key_length = vd_le16_make((uint16_t)(at[1] - at[0]));
+        e.value_length = vd_le16_make((uint16_t)(pos - at[1]));
+        memcpy(item + sizeof(d) + i * sizeof(e), &e, sizeof(e));
+    }
+    *len = pos;
+    return item;
+}
+
 /*
  * A locator path as a path on this host: backslashes become slashes and
  * the Windows prefixes ("\\?\", "Volume{GUID}", a drive letter) go, so
@@ -508,6 +573,7 @@ static int read_params(struct vd_dev *dev,
     s->params.virtual_size = vd_get_le(size, 8);
     s->params.logical_sector_size = (uint32_t)vd_get_le(logical, 4);
     s->params.physical_sector_size = (uint32_t)vd_get_le(physical, 4);
+    s->size_item_off = s->meta_region.file_offset + found[ITEM_SIZE]->offset;
     return vhdx_params_validate(&s->params);
 }
 

@@ -1,8 +1,8 @@
 /*
  * The VHDX format driver ([MS-VHDX] v1.00): probing, opening (headers,
  * log, region tables, metadata, BAT, parent), reading, block status and
- * info. Read-only for now: opening read-write is refused, so the log is
- * replayed in memory only (see vhdx-log.c).
+ * info. Writing is in vhdx-write.c, metadata updates in vhdx-journal.c,
+ * creation and resizing in vhdx-create.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -47,17 +47,37 @@ static int vhdx_probe(const uint8_t *head, size_t len)
     return len >= 8 && vd_get_le(head, 8) == VHDX_FILE_SIGNATURE ? 100 : 0;
 }
 
-static void vhdx_close(struct vd_dev *dev)
+/* Free what open allocated (also after a failed open). */
+static void release(struct vhdx_state *s)
 {
-    struct vhdx_state *s = vd_priv(dev);
-
-    free(s->bat);
-    s->bat = NULL;
+    vhdx_bat_free(s);
+    vhdx_bad_free(s);
+    vhdx_journal_free(s);
     vhdx_log_free(&s->log);
     vhdx_locator_free(&s->locator);
     free(s->parent_name);
     free(s->parent_path);
     s->parent_name = s->parent_path = NULL;
+    if (s->lock_ready) {
+        pthread_mutex_destroy(&s->lock);
+        s->lock_ready = false;
+    }
+}
+
+static void vhdx_close(struct vd_dev *dev)
+{
+    struct vhdx_state *s = vd_priv(dev);
+
+    /* Write what is dirty and leave the log empty. Errors cannot be
+     * reported from here: the log then replays at the next open. */
+    if (!vd_dev_readonly(dev) && !s->stopped) {
+        pthread_mutex_lock(&s->lock);
+        if (vhdx_journal_quiesce(dev) < 0) {
+            vd_err_clear(); /* nothing to report it to */
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    release(s);
 }
 
 /* Whether text names the GUID g; a malformed GUID is corruption. */
@@ -149,6 +169,36 @@ static int open_parent(struct vd_dev *dev)
     return 0;
 }
 
+/*
+ * Read-write opens, once the image has been read and validated: a new
+ * file write GUID first (the spec wants it before the file changes), then
+ * the replayed log written to the file.
+ */
+static int open_for_writing(struct vd_dev *dev)
+{
+    struct vhdx_state *s = vd_priv(dev);
+    struct vhdx_header h = s->header;
+    int ret;
+
+    if (s->header.log_length == 0) {
+        return vd_err(ENOTSUP, "vhdx: the image has no log, so it cannot "
+                               "be written safely");
+    }
+    vhdx_journal_init(s);
+    s->fixed = (s->params.flags & VHDX_PARAMS_LEAVE_BLOCKS_ALLOCATED) != 0;
+    if (!s->log.replayed) {
+        /* A LogGuid without entries (a writer stopped before its first
+         * one) means nothing: clear it with the same update. */
+        memset(&h.log_guid, 0, sizeof(h.log_guid));
+    }
+    if ((ret = vhdx_guid_generate(&h.file_write_guid)) < 0 ||
+        (ret = vhdx_header_update(dev, &h)) < 0) {
+        return ret;
+    }
+    /* vdisk check replays it itself, as a repair it reports. */
+    return (dev->flags & VD_OPEN_CHECK) ? 0 : vhdx_log_write_back(dev);
+}
+
 static int vhdx_open(struct vd_dev *dev, const char *filename,
                      const struct vd_opts *opts)
 {
@@ -156,9 +206,10 @@ static int vhdx_open(struct vd_dev *dev, const char *filename,
     int ret;
 
     (void)opts;
-    if (!vd_dev_readonly(dev)) {
-        return vd_err(ENOTSUP, "vhdx: writing is not supported yet");
+    if (pthread_mutex_init(&s->lock, NULL) != 0) {
+        return vd_err(ENOMEM, "vhdx: cannot create a lock");
     }
+    s->lock_ready = true;
     s->file_size = vd_child(dev, 0)->size;
     if ((ret = vhdx_header_load(dev)) < 0 || (ret = vhdx_log_load(dev)) < 0) {
         goto fail;
@@ -171,6 +222,9 @@ static int vhdx_open(struct vd_dev *dev, const char *filename,
     if (vhdx_has_parent(s) && (ret = open_parent(dev)) < 0) {
         goto fail;
     }
+    if (!vd_dev_readonly(dev) && (ret = open_for_writing(dev)) < 0) {
+        goto fail;
+    }
     dev->size = s->params.virtual_size;
     dev->limits.align = s->params.logical_sector_size;
     return 0;
@@ -179,7 +233,7 @@ fail:
     if (ret == -EUCLEAN || ret == -ENOTSUP) {
         vd_err_prefix("%s", filename);
     }
-    vhdx_close(dev);
+    release(s);
     return ret;
 }
 
@@ -211,8 +265,10 @@ static int read_partial(struct vd_dev *dev, uint8_t *buf, uint64_t len,
 
     while (len > 0) {
         bool present;
+        pthread_mutex_lock(&s->lock);
         int64_t run = vhdx_bitmap_run(dev, block, in_block / sector_size,
                                       len / sector_size, &present);
+        pthread_mutex_unlock(&s->lock);
         if (run < 0) {
             return (int)run;
         }
@@ -240,7 +296,9 @@ static int vhdx_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
         uint64_t block = off / s->params.block_size;
         uint64_t in_block = off % s->params.block_size;
         uint64_t n = VD_MIN(len, s->params.block_size - in_block);
+        pthread_mutex_lock(&s->lock);
         uint64_t entry = vhdx_bat_payload(s, block);
+        pthread_mutex_unlock(&s->lock);
         uint64_t block_off = entry & VHDX_BAT_OFFSET_MASK;
         int ret = 0;
 
@@ -276,68 +334,77 @@ static int vhdx_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 }
 
 /*
- * qemu has no block status for VHDX, so qemu-img map reports the whole
- * disk as allocated data without host offsets; we report the same for
- * images without a parent. Differencing images (which qemu cannot open)
- * report what this layer defines, so the chain can be walked: data,
- * zero blocks, and unallocated ranges that come from the parent.
+ * What this layer defines, block by block (qemu has no block status for
+ * VHDX and reports every image as one data extent; we report the truth so
+ * that map shows it and convert skips what is not allocated): present
+ * blocks and sectors as data at their file offset, ZERO blocks as zeroes,
+ * and the rest as unallocated: zeroes without a parent, the parent's data
+ * in a differencing image (the chain walk asks it).
  */
+static int status_piece(struct vd_dev *dev, uint64_t pos, uint64_t max,
+                        struct vd_extent *ext)
+{
+    struct vhdx_state *s = vd_priv(dev);
+    uint32_t sector_size = s->params.logical_sector_size;
+    uint64_t block = pos / s->params.block_size;
+    uint64_t in_block = pos % s->params.block_size;
+    uint64_t entry = vhdx_bat_payload(s, block);
+
+    ext->len = VD_MIN(max, s->params.block_size - in_block);
+    ext->host_off = (entry & VHDX_BAT_OFFSET_MASK) + in_block;
+    switch (entry & VHDX_BAT_STATE_MASK) {
+    case VHDX_PAYLOAD_FULLY_PRESENT:
+        ext->flags = VD_EXT_DATA | VD_EXT_ALLOCATED | VD_EXT_OFFSET;
+        break;
+    case VHDX_PAYLOAD_ZERO:
+        ext->flags = VD_EXT_ZERO | VD_EXT_ALLOCATED;
+        break;
+    case VHDX_PAYLOAD_PARTIALLY_PRESENT: {
+        bool present;
+        int64_t run = vhdx_bitmap_run(dev, block, in_block / sector_size,
+                                      ext->len / sector_size, &present);
+        if (run < 0) {
+            return (int)run;
+        }
+        ext->len = (uint64_t)run * sector_size;
+        ext->flags =
+            present ? VD_EXT_DATA | VD_EXT_ALLOCATED | VD_EXT_OFFSET : 0;
+        break;
+    }
+    default:
+        ext->flags = 0;
+        break;
+    }
+    return 0;
+}
+
 static int vhdx_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
                              struct vd_extent *ext)
 {
     struct vhdx_state *s = vd_priv(dev);
-    uint32_t sector_size = s->params.logical_sector_size;
-    uint64_t done = 0;
-    unsigned flags = 0;
+    struct vd_extent next;
+    int ret;
 
-    if (!vhdx_has_parent(s)) {
-        ext->len = len;
-        ext->flags = VD_EXT_DATA | VD_EXT_ALLOCATED;
-        return 0;
+    pthread_mutex_lock(&s->lock);
+    ret = status_piece(dev, off, len, ext);
+    /* Join following pieces of the same kind (and contiguous in the file
+     * when the offset is given). */
+    while (ret == 0 && ext->len < len) {
+        ret = status_piece(dev, off + ext->len, len - ext->len, &next);
+        if (ret < 0 || next.flags != ext->flags ||
+            ((ext->flags & VD_EXT_OFFSET) &&
+             next.host_off != ext->host_off + ext->len)) {
+            break;
+        }
+        ext->len += next.len;
     }
-    while (done < len) {
-        uint64_t pos = off + done;
-        uint64_t block = pos / s->params.block_size;
-        uint64_t in_block = pos % s->params.block_size;
-        uint64_t n = VD_MIN(len - done, s->params.block_size - in_block);
-        uint64_t entry = vhdx_bat_payload(s, block);
-        uint64_t got = n;
-        unsigned f;
-
-        switch (entry & VHDX_BAT_STATE_MASK) {
-        case VHDX_PAYLOAD_FULLY_PRESENT:
-            f = VD_EXT_DATA | VD_EXT_ALLOCATED;
-            break;
-        case VHDX_PAYLOAD_ZERO:
-            f = VD_EXT_ZERO | VD_EXT_ALLOCATED;
-            break;
-        case VHDX_PAYLOAD_PARTIALLY_PRESENT: {
-            bool present;
-            int64_t run = vhdx_bitmap_run(dev, block, in_block / sector_size,
-                                          n / sector_size, &present);
-            if (run < 0) {
-                return (int)run;
-            }
-            got = (uint64_t)run * sector_size;
-            f = present ? VD_EXT_DATA | VD_EXT_ALLOCATED : 0;
-            break;
-        }
-        default:
-            f = 0;
-            break;
-        }
-        if (done > 0 && f != flags) {
-            break;
-        }
-        flags = f;
-        done += got;
-        if (got < n) {
-            break;
-        }
+    pthread_mutex_unlock(&s->lock);
+    if (ext->flags & VD_EXT_OFFSET) {
+        ext->host = vd_dev_leaf(dev);
+    } else {
+        ext->host_off = 0;
     }
-    ext->len = done;
-    ext->flags = flags;
-    return 0;
+    return ret;
 }
 
 static int vhdx_get_info(struct vd_dev *dev, struct vd_json *info)
@@ -357,35 +424,23 @@ static int vhdx_get_info(struct vd_dev *dev, struct vd_json *info)
     return 0;
 }
 
-/* Open refuses read-write, so these only guard against a write reaching
- * the file through the core's pass-through default. */
-static int vhdx_write(struct vd_dev *dev, const void *buf, uint64_t len,
-                      uint64_t off, unsigned flags)
-{
-    (void)buf;
-    (void)len;
-    (void)off;
-    (void)flags;
-    return vd_err(ENOTSUP, "%s: vhdx: writing is not supported yet",
-                  dev->filename);
-}
-
-static int vhdx_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
-{
-    return vhdx_write(dev, NULL, len, off, 0);
-}
-
 const struct vd_driver vhdx_driver = {
     .name = "vhdx",
     .kind = VD_KIND_FORMAT,
     .priv_size = sizeof(struct vhdx_state),
     .thread_model = VD_THREAD_PARALLEL,
+    .create_options = vhdx_create_options,
     .probe = vhdx_probe,
     .open = vhdx_open,
     .close = vhdx_close,
+    .create = vhdx_create,
     .read = vhdx_read,
     .write = vhdx_write,
+    .zero = vhdx_zero,
     .discard = vhdx_discard,
+    .flush = vhdx_flush,
     .block_status = vhdx_block_status,
+    .truncate = vhdx_truncate,
     .get_info = vhdx_get_info,
+    .check = vhdx_check,
 };
