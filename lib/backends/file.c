@@ -192,7 +192,8 @@ static int file_publish(struct vd_dev *dev)
     struct file_state *s = vd_priv(dev);
     const char *path = dev->filename;
 
-    if (fsync(s->fd) < 0) {
+    bool sync = !(dev->flags & VD_OPEN_UNSAFE);
+    if (sync && fsync(s->fd) < 0) {
         return vd_err_sys(errno, "%s: fsync", path);
     }
     if (s->tmpfile) {
@@ -200,7 +201,7 @@ static int file_publish(struct vd_dev *dev)
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", s->fd);
         if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0) {
             s->tmpfile = false;
-            return sync_dir_of(path);
+            return sync ? sync_dir_of(path) : 0;
         }
         if (errno != EEXIST) {
             return vd_err_sys(errno, "Could not create '%s'", path);
@@ -227,7 +228,7 @@ static int file_publish(struct vd_dev *dev)
         free(s->tmp_path);
         s->tmp_path = NULL;
     }
-    return sync_dir_of(path);
+    return sync ? sync_dir_of(path) : 0;
 }
 
 static bool buf_aligned(const struct vd_dev *dev, const void *buf)
@@ -312,7 +313,8 @@ static int file_write(struct vd_dev *dev, const void *buf, uint64_t len,
     if (ret < 0) {
         return vd_err_sys(-ret, "%s: write", dev->filename);
     }
-    if ((dev->flags & VD_OPEN_CREATE) && !(dev->flags & VD_OPEN_DIRECT) &&
+    if ((dev->flags & VD_OPEN_CREATE) &&
+        !(dev->flags & (VD_OPEN_DIRECT | VD_OPEN_UNSAFE)) &&
         len >= WRITE_BEHIND_MIN) {
         /* A new image is fsynced before it is published: start writing
          * it back now, so that fsync finds little left to do. Advice
@@ -376,6 +378,9 @@ static int file_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
 static int file_flush(struct vd_dev *dev)
 {
     struct file_state *s = vd_priv(dev);
+    if (dev->flags & VD_OPEN_UNSAFE) {
+        return 0;
+    }
     if (fdatasync(s->fd) < 0) {
         return vd_err_sys(errno, "%s: flush", dev->filename);
     }

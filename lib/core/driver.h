@@ -44,6 +44,9 @@ enum vd_thread_model {
 /* Formats: opened to be checked or repaired (vdisk check): a read-write
  * open repairs nothing by itself and accepts images marked corrupt. */
 #define VD_OPEN_CHECK      0x8u
+/* Back ends: flushes do nothing and new files are published without
+ * syncing them first (qemu-img's cache=unsafe, its convert default). */
+#define VD_OPEN_UNSAFE     0x10u
 /* Backends only: make a new, empty node. It appears under its filename only
  * when vd_dev_publish() is called; closed unpublished, it vanishes. */
 #define VD_OPEN_CREATE     0x100u

@@ -209,12 +209,18 @@ def test_bad_parallel(vdisk, tmp, value):
 
 @pytest.mark.parametrize("extra", [["-m", "1"], ["-m", "16"], ["-W"],
                                    ["-t", "none", "-T", "none"],
-                                   ["-t", "writeback", "-T", "unsafe"]])
+                                   ["-t", "writeback", "-T", "unsafe"],
+                                   ["-t", "unsafe", "-O", "qcow2"]])
 def test_parallel_and_cache_options(vdisk, tmp, extra):
     src = tmp / "src.raw"
     write_pattern_file(src, 16 * MiB, [(0, 3 * MiB), (8 * MiB, 5 * MiB)])
-    run_vdisk("convert", *extra, src, tmp / "out.raw")
-    assert read(tmp / "out.raw") == read(src)
+    out = tmp / "out.img"
+    run_vdisk("convert", *extra, src, out)
+    if "qcow2" in extra:
+        qemu_img("compare", "-f", "raw", "-F", "qcow2", src, out)
+        qemu_img("check", out)
+    else:
+        assert read(out) == read(src)
 
 
 @pytest.mark.parametrize("target_size", [6 * MiB, 4 * MiB])

@@ -82,7 +82,7 @@ bool cli_parse_cache(const char *text, unsigned *open_flags)
     } modes[] = {
         { "none", VD_OPEN_DIRECT },  { "directsync", VD_OPEN_DIRECT },
         { "writeback", 0 },          { "writethrough", 0 },
-        { "unsafe", 0 },
+        { "unsafe", VD_OPEN_UNSAFE },
     };
     for (size_t i = 0; i < VD_ARRAY_SIZE(modes); i++) {
         if (strcmp(text, modes[i].name) == 0) {

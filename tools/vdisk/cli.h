@@ -62,7 +62,8 @@ struct vd_dev *cli_open(const char *spec, const char *fmt, unsigned flags);
 
 /*
  * Parse a cache mode (qemu-img -t/-T: none, writeback, unsafe,
- * writethrough, directsync) into VD_OPEN_DIRECT or 0.
+ * writethrough, directsync) into VD_OPEN_DIRECT (none, directsync),
+ * VD_OPEN_UNSAFE (unsafe: flushes do nothing) or 0.
  */
 bool cli_parse_cache(const char *text, unsigned *open_flags);
 
