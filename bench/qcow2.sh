@@ -25,34 +25,11 @@
 # SIZE_MIB (default 1024), HYPERFINE_ARGS (extra hyperfine options).
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-vdisk=${VDISK:-$repo/build/vdisk}
-runs=${RUNS:-5}
-size_mib=${SIZE_MIB:-1024}
-region_mib=16
-
-for tool in hyperfine qemu-img jq bc; do
-    command -v "$tool" >/dev/null || { echo "$0: needs $tool" >&2; exit 1; }
-done
-[ -x "$vdisk" ] || { echo "$0: no vdisk binary at $vdisk (set VDISK)" >&2
-                     exit 1; }
-
-dir=$(mktemp -d "${TMPDIR:-/var/tmp}/vdisk-bench.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
+# shellcheck source=bench/setup.bash
+. "$(dirname "$0")/setup.bash"
+bench_setup hyperfine qemu-img jq bc
 raw=$dir/src.raw
 qcow2=$dir/src.qcow2
-
-echo "Creating a ${size_mib} MiB source in $dir ..."
-truncate -s "${size_mib}M" "$raw"
-for ((i = 0; i < size_mib / region_mib; i++)); do
-    case $((i % 4)) in
-    0 | 2) dd if=/dev/urandom of="$raw" bs=1M count=$region_mib \
-              seek=$((i * region_mib)) conv=notrunc status=none ;;
-    1) ;; # a hole
-    3) dd if=/dev/zero of="$raw" bs=1M count=$region_mib \
-          seek=$((i * region_mib)) conv=notrunc status=none ;;
-    esac
-done
 qemu-img convert -f raw -O qcow2 "$raw" "$qcow2"
 sync
 
