@@ -214,3 +214,18 @@ int cli_print_option_help(const struct vd_driver *fmt, bool name_format)
     free(text);
     return ret;
 }
+
+char *cli_path_beside(const char *image_path, const char *name)
+{
+    const char *slash = strrchr(image_path, '/');
+    size_t dir_len =
+        name[0] != '/' && slash ? (size_t)(slash - image_path) + 1 : 0;
+    size_t name_len = strlen(name);
+    char *path = malloc(dir_len + name_len + 1);
+
+    if (path) {
+        memcpy(path, image_path, dir_len);
+        memcpy(path + dir_len, name, name_len + 1);
+    }
+    return path;
+}

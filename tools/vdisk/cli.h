@@ -104,6 +104,13 @@ int cli_print_option_help(const struct vd_driver *fmt, bool name_format);
 void cli_add_snapshot_list(struct vd_strbuf *out,
                            const struct vd_json *snapshots);
 
+/*
+ * The file name as an image at image_path refers to it (a backing file):
+ * a relative name is taken from image_path's directory.
+ * malloc'd; NULL when out of memory (nothing printed).
+ */
+char *cli_path_beside(const char *image_path, const char *name);
+
 /* Print text followed by a newline to stdout, checking for write errors. */
 int cli_print(const char *text);
 

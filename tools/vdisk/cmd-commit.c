@@ -46,22 +46,6 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* name relative to the directory of image (absolute names stay). */
-static char *beside(const char *image, const char *name)
-{
-    const char *slash = strrchr(image, '/');
-    size_t dir_len =
-        (name[0] == '/' || !slash) ? 0 : (size_t)(slash - image) + 1;
-    size_t name_len = strlen(name);
-    char *path = malloc(dir_len + name_len + 1);
-
-    if (path) {
-        memcpy(path, image, dir_len);
-        memcpy(path + dir_len, name, name_len + 1);
-    }
-    return path;
-}
-
 static bool same_file(const char *a, const char *b)
 {
     char ra[PATH_MAX], rb[PATH_MAX];
@@ -80,7 +64,7 @@ static struct vd_dev *find_base(struct vd_dev *top, const char *name,
     *depth = 0;
     for (struct vd_dev *d = top; d->backing; d = d->backing) {
         ++*depth;
-        char *path = beside(vd_dev_leaf(d)->filename, name);
+        char *path = cli_path_beside(vd_dev_leaf(d)->filename, name);
         bool match = path && same_file(path, vd_dev_leaf(d->backing)->filename);
         free(path);
         if (match) {

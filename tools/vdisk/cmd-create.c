@@ -72,15 +72,15 @@ static void add_option(struct vd_strbuf *sb, const char *name,
 static bool backing_size(const char *path, const char *backing,
                          const char *backing_fmt, uint64_t *size)
 {
-    const char *slash = strrchr(path, '/'), *rest;
-    bool relative = backing[0] != '/' && !vd_spec_prefix(backing, &rest);
-    int dir_len = relative && slash ? (int)(slash - path) + 1 : 0;
-    char *full = malloc((size_t)dir_len + strlen(backing) + 1);
+    /* -b may also be a spec ("qcow2:base"), which is taken as given. */
+    const char *rest;
+    char *full = vd_spec_prefix(backing, &rest)
+                     ? strdup(backing)
+                     : cli_path_beside(path, backing);
     if (!full) {
         cli_error("out of memory");
         return false;
     }
-    sprintf(full, "%.*s%s", dir_len, path, backing);
     struct vd_dev *dev =
         cli_open(full, backing_fmt, VD_OPEN_RDONLY | VD_OPEN_NO_BACKING);
     free(full);

@@ -49,27 +49,11 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* name relative to the directory of image (absolute names stay). */
-static char *beside(const char *image, const char *name)
-{
-    const char *slash = strrchr(image, '/');
-    size_t dir_len =
-        (name[0] == '/' || !slash) ? 0 : (size_t)(slash - image) + 1;
-    size_t name_len = strlen(name);
-    char *path = malloc(dir_len + name_len + 1);
-
-    if (path) {
-        memcpy(path, image, dir_len);
-        memcpy(path + dir_len, name, name_len + 1);
-    }
-    return path;
-}
-
 /* The new backing image, read-only, as the image will open it. */
 static struct vd_dev *open_new_backing(struct vd_dev *top, const char *name,
                                        const char *fmt, unsigned cache)
 {
-    char *path = beside(vd_dev_leaf(top)->filename, name);
+    char *path = cli_path_beside(vd_dev_leaf(top)->filename, name);
     struct vd_dev *file = NULL, *dev = NULL;
 
     if (!path) {
