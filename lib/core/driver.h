@@ -16,6 +16,8 @@
 #include "../util/json.h"
 #include "options.h"
 
+struct vd_strbuf;
+
 struct vd_dev;
 
 enum vd_kind {
@@ -298,6 +300,24 @@ struct vd_driver {
      * hold bitmaps (nothing is then reported). Optional.
      */
     int64_t (*measure_bitmaps)(const struct vd_opts *opts, struct vd_dev *src);
+
+    /*
+     * Device-mapper targets: act on a target message, as the kernel
+     * target's .message does for `dmsetup message` (argv[0] is the verb,
+     * e.g. "addbadblock"). A message that answers sets *reply to a
+     * malloc'd string; others leave it NULL. Unknown or malformed
+     * messages: -EINVAL with the error set. Called under the node's lock
+     * like any callback; drivers with VD_THREAD_PARALLEL lock their own
+     * state. NULL: the node takes no messages.
+     */
+    int (*message)(struct vd_dev *dev, int argc, char **argv, char **reply);
+
+    /*
+     * Device-mapper targets: append the node's status, as the kernel
+     * target's .status prints it for `dmsetup status` (what follows
+     * "START LENGTH TARGET "). NULL: an empty status, like zero's.
+     */
+    void (*status)(struct vd_dev *dev, struct vd_strbuf *out);
 };
 
 /* The built-in drivers, looked up by name (registry.c). */

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../util/checked.h"
+#include "../util/strbuf.h"
 #include "error.h"
 #include "io.h"
 
@@ -556,4 +557,37 @@ int vd_truncate(struct vd_dev *dev, uint64_t size, enum vd_prealloc prealloc)
     }
     return vd_err(ENOTSUP, "%s: the '%s' driver cannot resize",
                   dev->filename, dev->drv->name);
+}
+
+int vd_message(struct vd_dev *dev, int argc, char **argv, char **reply)
+{
+    *reply = NULL;
+    if (!dev->drv->message) {
+        return vd_err(ENOTSUP, "%s: the '%s' driver takes no messages",
+                      dev->filename, dev->drv->name);
+    }
+    if (argc < 1) {
+        return vd_err(EINVAL, "%s: empty message", dev->filename);
+    }
+    lock(dev);
+    int ret = dev->drv->message(dev, argc, argv, reply);
+    unlock(dev);
+    if (ret < 0) {
+        free(*reply);
+        *reply = NULL;
+    }
+    return driver_result(ret);
+}
+
+int vd_status(struct vd_dev *dev, char **text)
+{
+    struct vd_strbuf out = VD_STRBUF_INIT;
+    vd_strbuf_add(&out, "");
+    if (dev->drv->status) {
+        lock(dev);
+        dev->drv->status(dev, &out);
+        unlock(dev);
+    }
+    *text = vd_strbuf_take(&out);
+    return *text ? 0 : vd_err(ENOMEM, "out of memory");
 }

@@ -52,6 +52,16 @@ VD_MUST_CHECK int vd_write_compressed(struct vd_dev *dev, const void *buf,
 VD_MUST_CHECK int vd_truncate(struct vd_dev *dev, uint64_t size,
                               enum vd_prealloc prealloc);
 
+/*
+ * Device-mapper target messages and status (driver.h, message and
+ * status), with the error set on failure. vd_message: *reply is a
+ * malloc'd answer or NULL; -ENOTSUP when the node takes no messages.
+ * vd_status: *text is the malloc'd status.
+ */
+VD_MUST_CHECK int vd_message(struct vd_dev *dev, int argc, char **argv,
+                             char **reply);
+VD_MUST_CHECK int vd_status(struct vd_dev *dev, char **text);
+
 /* True if all len bytes of buf are zero. */
 bool vd_buf_is_zero(const void *buf, size_t len);
 

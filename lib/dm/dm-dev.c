@@ -394,6 +394,49 @@ static int64_t dm_allocated_size(struct vd_dev *dev)
     return total;
 }
 
+/* dmsetup message's form: argv[0] is the sector that picks the segment;
+ * the rest is the segment target's own message. */
+static int dm_message(struct vd_dev *dev, int argc, char **argv,
+                      char **reply)
+{
+    const struct dm_state *s = vd_priv(dev);
+    char *end;
+    errno = 0;
+    unsigned long long sector = strtoull(argv[0], &end, 10);
+    if (argv[0][0] < '0' || argv[0][0] > '9' || *end || errno) {
+        return vd_err(EINVAL, "%s: invalid sector '%s' in a message",
+                      dev->filename, argv[0]);
+    }
+    if (sector >= s->table->len) {
+        return vd_err(EINVAL, "%s: sector %llu is beyond the table's %"
+                      PRIu64 " sectors", dev->filename, sector,
+                      s->table->len);
+    }
+    if (argc < 2) {
+        return vd_err(EINVAL, "%s: the message after the sector is missing",
+                      dev->filename);
+    }
+    size_t i = segment_at(s, sector << DM_SECTOR_SHIFT);
+    return vd_message(dev->children[i], argc - 1, argv + 1, reply);
+}
+
+/* One "START LENGTH TARGET STATUS" line per segment, as dmsetup status. */
+static void dm_status(struct vd_dev *dev, struct vd_strbuf *out)
+{
+    const struct dm_state *s = vd_priv(dev);
+    for (size_t i = 0; i < s->table->nr_segs; i++) {
+        const struct dm_segment *seg = &s->table->segs[i];
+        char *text = NULL;
+        if (vd_status(dev->children[i], &text) < 0) {
+            out->oom = 1;
+            return;
+        }
+        vd_strbuf_addf(out, "%" PRIu64 " %" PRIu64 " %s %s\n", seg->start,
+                       seg->len, dm_target_name(seg->type), text);
+        free(text);
+    }
+}
+
 const struct vd_driver dm_driver = {
     .name = "dm",
     .kind = VD_KIND_TARGET,
@@ -407,4 +450,6 @@ const struct vd_driver dm_driver = {
     .discard = dm_discard,
     .block_status = dm_block_status,
     .allocated_size = dm_allocated_size,
+    .message = dm_message,
+    .status = dm_status,
 };

@@ -386,3 +386,23 @@ def test_open_errors(vdisk, tmp):
     spec = write_table(tmp / "bad.table", "0 8 linear\n")
     r = run_vdisk("info", spec, expect_rc=1)
     assert "line 1: linear: missing device" in r.stderr
+
+
+def test_status_and_message_routing(vdisk, tmp):
+    """dmsetup status/message through vdisk io: one status line per
+    segment, and a message goes to the segment holding its sector."""
+    a = make_file(tmp / "a.img", 64 * KiB)
+    spec = write_table(tmp / "t.table",
+                       f"0 64 zero\n64 64 linear {a} 0\n")
+    r = io(spec, "status")
+    assert r.stdout == "0 64 zero \n64 64 linear \n"
+    r = io(spec, "message 70 anything", expect_rc=1)
+    assert r.stderr.endswith("the 'linear' driver takes no messages\n")
+    for sector, error in [("128", "sector 128 is beyond the table's 128 "
+                           "sectors"),
+                          ("-1", "invalid sector '-1'"),
+                          ("1x", "invalid sector '1x'")]:
+        r = io(spec, f"message {sector} x", expect_rc=1)
+        assert error in r.stderr
+    r = io(f"raw:{a}", "message 0 x", expect_rc=1)
+    assert "the 'raw' driver takes no messages" in r.stderr

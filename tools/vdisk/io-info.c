@@ -1,6 +1,8 @@
 /*
  * The vdisk io commands about the image as a whole: length, info, map,
- * alloc and truncate, as qemu-io 7.2 prints them. "Allocated" is qemu's
+ * alloc and truncate, as qemu-io 7.2 prints them, and vdisk's own message
+ * and status for device-mapper tables (dmsetup's, on a dm:TABLE device
+ * that lives only as long as this command loop). "Allocated" is qemu's
  * bdrv_is_allocated: the top image itself defines the bytes (VD_EXT_
  * ALLOCATED), as opposed to reading them from a backing file or nothing.
  */
@@ -8,6 +10,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -197,6 +200,38 @@ static int truncate_run(struct io_session *s, int argc, char **argv)
     return ret;
 }
 
+/* "message SECTOR WORDS...": dmsetup message; prints the answer, if any. */
+static int message_run(struct io_session *s, int argc, char **argv)
+{
+    char *reply;
+    int ret = vd_message(s->dev, argc - 1, argv + 1, &reply);
+    if (ret < 0) {
+        cli_lib_error();
+        return ret;
+    }
+    if (reply) {
+        printf("%s\n", reply);
+        free(reply);
+    }
+    return 0;
+}
+
+/* "status": dmsetup status, one line per segment. */
+static int status_run(struct io_session *s, int argc, char **argv)
+{
+    char *text;
+    (void)argc;
+    (void)argv;
+    int ret = vd_status(s->dev, &text);
+    if (ret < 0) {
+        cli_lib_error();
+        return ret;
+    }
+    fputs(text, stdout);
+    free(text);
+    return 0;
+}
+
 const struct io_cmd io_image_commands[] = {
     {"truncate", "t", truncate_run, 1, 3, true, "[-m prealloc_mode] off",
      "truncates the current file at the given offset", NULL},
@@ -208,5 +243,10 @@ const struct io_cmd io_image_commands[] = {
      "prints the allocated areas of a file", NULL},
     {"alloc", "a", alloc_run, 1, 2, false, "offset [count]",
      "checks if offset is allocated in the file", NULL},
+    {"message", NULL, message_run, 2, -1, false, "sector message...",
+     "sends a device-mapper target message (dmsetup message)", NULL},
+    {"status", NULL, status_run, 0, 0, false, NULL,
+     "prints the device-mapper status of each segment (dmsetup status)",
+     NULL},
     {NULL, NULL, NULL, 0, 0, false, NULL, NULL, NULL},
 };
