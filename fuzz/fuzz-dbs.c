@@ -4,8 +4,9 @@
  * 64 MiB; the input's own size when that is smaller or the magic is
  * missing), so a seed needs only the metadata, the rest reading as zeroes.
  * The store is opened read-only and read-write (which frees leaked
- * snapshots), every volume is listed and its first extents read, written,
- * snapshotted and read again.
+ * snapshots and the leftovers of interrupted moves), every volume is
+ * listed and its first extents read, written, snapshotted and read again,
+ * and the device is vacuumed and read once more.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -65,6 +66,15 @@ static void exercise(struct dbs_store *s, bool writable)
         }
         if (dbs_flush(s) < 0) {
             break;
+        }
+    }
+    struct dbs_vacuum_stats st;
+    if (writable && dbs_vacuum(s, &st) == 0) {
+        for (unsigned v = 0; v < DBS_MAX_VOLUMES; v++) {
+            if (s->vols[v].snapshot_id &&
+                dbs_vol_read(s, v, buf, DBS_BLOCK_SIZE, 0) < 0) {
+                break;
+            }
         }
     }
     struct vd_strbuf sb = VD_STRBUF_INIT;

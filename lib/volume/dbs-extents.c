@@ -164,7 +164,12 @@ int64_t dbs_extent_alloc(struct dbs_store *s)
         return s->free_list[--s->nr_free];
     }
     if (s->sb.allocated_extents < s->geo.nr_extents) {
-        return s->sb.allocated_extents++;
+        /* Dirty at once, free: a commit that raises the count before the
+         * extent is assigned (the data path copies unlocked) writes its
+         * record free over whatever an interrupted allocation left. */
+        uint32_t idx = s->sb.allocated_extents++;
+        mark_dirty(s, idx);
+        return idx;
     }
     return vd_err(ENOSPC, "no space left on the device: all %" PRIu32
                   " extents are in use", s->geo.nr_extents);
@@ -195,7 +200,11 @@ int dbs_extent_assign(struct dbs_store *s, uint32_t idx, uint16_t sid,
 void dbs_extent_release(struct dbs_store *s, uint32_t idx)
 {
     struct dbs_extent *e = &s->ext[idx];
-    dbs_map_del(&s->map, e->snapshot_id, e->pos);
+    /* Orphans and the old places of moves are not (or no longer) what
+     * the map names. */
+    if (dbs_map_get(&s->map, e->snapshot_id, e->pos) == idx) {
+        dbs_map_del(&s->map, e->snapshot_id, e->pos);
+    }
     /* The position stays: a torn write of the record then leaves either
      * the old extent or a free record, never a record at another place. */
     e->snapshot_id = 0;
@@ -203,6 +212,18 @@ void dbs_extent_release(struct dbs_store *s, uint32_t idx)
     s->nr_used--;
     s->state[idx] |= DBS_EXT_FREE_WAIT;
     mark_dirty(s, idx);
+}
+
+void dbs_free_list_rebuild(struct dbs_store *s)
+{
+    s->nr_free = 0;
+    /* Lowest last, so they are reused in order. */
+    for (uint32_t i = s->sb.allocated_extents; i-- > 0;) {
+        if (s->ext[i].snapshot_id == 0 &&
+            !(s->state[i] & DBS_EXT_FREE_WAIT)) {
+            s->free_list[s->nr_free++] = i;
+        }
+    }
 }
 
 /* Runs of blocks with one bitmap value: [*start, return) from start. */
@@ -272,9 +293,9 @@ static int write_record_blocks(struct dbs_store *s, const uint32_t *idx,
             }
         }
         if (run_end > run_start) {
-            int ret = vd_write(s->dev, s->ext_img + run_start,
-                               run_end - run_start,
-                               s->geo.extent_offset + run_start, 0);
+            int ret = dbs_meta_write(s, s->ext_img + run_start,
+                                     run_end - run_start,
+                                     s->geo.extent_offset + run_start);
             if (ret < 0) {
                 return ret;
             }
@@ -292,7 +313,7 @@ static int write_superblock(struct dbs_store *s)
         return vd_err(ENOMEM, "out of memory");
     }
     dbs_superblock_encode(&s->sb, buf);
-    int ret = vd_write(s->dev, buf, DBS_BLOCK_SIZE, 0, 0);
+    int ret = dbs_meta_write(s, buf, DBS_BLOCK_SIZE, 0);
     free(buf);
     return ret;
 }
@@ -371,66 +392,129 @@ int dbs_commit_extents(struct dbs_store *s)
           1);                                                                \
          done += (b1 - b0) * DBS_BLOCK_SIZE)
 
+static pthread_rwlock_t *stripe(struct dbs_store *s, uint64_t pos)
+{
+    return &s->stripes[pos % DBS_STRIPES];
+}
+
+/* Blocks [b0, b1) of position pos of the view at sid; holds the
+ * position's stripe shared. */
+static int read_piece(struct dbs_store *s, uint16_t sid, uint32_t pos,
+                      unsigned b0, unsigned b1, uint8_t *out)
+{
+    uint8_t bitmap[DBS_BITMAP_BYTES];
+    pthread_mutex_lock(&s->lock);
+    int64_t idx = dbs_view_lookup(s, sid, pos);
+    if (idx >= 0) {
+        memcpy(bitmap, s->ext[idx].bitmap, sizeof(bitmap));
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (idx < 0) {
+        memset(out, 0, (uint64_t)(b1 - b0) * DBS_BLOCK_SIZE);
+        return 0;
+    }
+    /* A bit is set only after its data is written, and the extent is not
+     * freed while the stripe is held: the copy of the bitmap stays true. */
+    int ret = 0;
+    for (unsigned b = b0; b < b1 && ret == 0;) {
+        bool set;
+        unsigned end = bit_run(bitmap, b, b1, &set);
+        uint64_t n = (uint64_t)(end - b) * DBS_BLOCK_SIZE;
+        uint8_t *dst = out + (uint64_t)(b - b0) * DBS_BLOCK_SIZE;
+        if (set) {
+            ret = vd_read(s->dev, dst, n,
+                          dbs_extent_data_offset(&s->geo, (uint32_t)idx) +
+                              (uint64_t)b * DBS_BLOCK_SIZE);
+        } else {
+            memset(dst, 0, n);
+        }
+        b = end;
+    }
+    return ret;
+}
+
 int dbs_vol_read(struct dbs_store *s, unsigned vidx, void *buf, uint64_t len,
                  uint64_t off)
 {
     uint8_t *out = buf;
     int ret = 0;
 
-    pthread_mutex_lock(&s->lock);
+    pthread_rwlock_rdlock(&s->io_lock);
     uint16_t head = s->vols[vidx].snapshot_id;
     FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done) {
-        int64_t idx = dbs_view_lookup(s, head, (uint32_t)pos);
-        uint8_t *p = out + done;
-        if (idx < 0) {
-            memset(p, 0, (b1 - b0) * DBS_BLOCK_SIZE);
-            continue;
-        }
-        for (unsigned b = (unsigned)b0; b < b1 && ret == 0;) {
-            bool set;
-            unsigned end = bit_run(s->ext[idx].bitmap, b, (unsigned)b1, &set);
-            uint64_t n = (uint64_t)(end - b) * DBS_BLOCK_SIZE;
-            uint8_t *dst = p + (uint64_t)(b - b0) * DBS_BLOCK_SIZE;
-            if (set) {
-                ret = vd_read(s->dev, dst, n,
-                              dbs_extent_data_offset(&s->geo, (uint32_t)idx) +
-                                  (uint64_t)b * DBS_BLOCK_SIZE);
-            } else {
-                memset(dst, 0, n);
-            }
-            b = end;
-        }
+        pthread_rwlock_t *sl = stripe(s, pos);
+        pthread_rwlock_rdlock(sl);
+        ret = read_piece(s, head, (uint32_t)pos, (unsigned)b0, (unsigned)b1,
+                         out + done);
+        pthread_rwlock_unlock(sl);
         if (ret < 0) {
             break;
         }
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->io_lock);
     return ret;
 }
 
-/* The head's own extent at pos, made by allocation or copy-on-write. */
+/* The head's own extent at pos, made by allocation or copy-on-write; the
+ * caller holds the position's stripe exclusively, not s->lock. */
 static int64_t head_extent(struct dbs_store *s, uint16_t head, uint32_t pos)
 {
+    pthread_mutex_lock(&s->lock);
     int64_t idx = dbs_map_get(&s->map, head, pos);
-    if (idx >= 0) {
+    int64_t older = -1;
+    bool fresh = idx < 0;
+    if (fresh) {
+        older = dbs_view_lookup(s, s->snaps[head - 1].parent_id, pos);
+        idx = dbs_extent_alloc(s);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!fresh || idx < 0) {
         return idx;
     }
-    int64_t older = dbs_view_lookup(s, s->snaps[head - 1].parent_id, pos);
-    idx = dbs_extent_alloc(s);
-    if (idx < 0) {
-        return idx;
-    }
+    /* The copy runs unlocked: the older extent is a snapshot's and does
+     * not change, the new one is nobody's until assigned, and readers see
+     * the older one until then. */
     int ret = 0;
     if (older >= 0) {
         ret = dbs_extent_copy_data(s, (uint32_t)older, (uint32_t)idx);
     }
+    pthread_mutex_lock(&s->lock);
     if (ret == 0) {
         ret = dbs_extent_assign(s, (uint32_t)idx, head, pos,
                                 older >= 0 ? s->ext[older].bitmap : NULL);
     } else {
         s->free_list[s->nr_free++] = (uint32_t)idx;
     }
+    pthread_mutex_unlock(&s->lock);
     return ret < 0 ? ret : idx;
+}
+
+/* Blocks [b0, b1) at position pos of the head; holds the stripe. */
+static int write_piece(struct dbs_store *s, uint16_t head, uint32_t pos,
+                       unsigned b0, unsigned b1, const uint8_t *in)
+{
+    int64_t idx = head_extent(s, head, pos);
+    if (idx < 0) {
+        return (int)idx;
+    }
+    int ret = vd_write(s->dev, in, (uint64_t)(b1 - b0) * DBS_BLOCK_SIZE,
+                       dbs_extent_data_offset(&s->geo, (uint32_t)idx) +
+                           (uint64_t)b0 * DBS_BLOCK_SIZE, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    /* The bits after the data: a reader or a commit that sees a bit finds
+     * the data in place. */
+    pthread_mutex_lock(&s->lock);
+    struct dbs_extent *e = &s->ext[idx];
+    for (unsigned b = b0; b < b1; b++) {
+        if (!dbs_bit_test(e->bitmap, b)) {
+            dbs_bit_set(e->bitmap, b);
+            mark_dirty(s, (uint32_t)idx);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return 0;
 }
 
 int dbs_vol_write(struct dbs_store *s, unsigned vidx, const void *buf,
@@ -439,29 +523,19 @@ int dbs_vol_write(struct dbs_store *s, unsigned vidx, const void *buf,
     const uint8_t *in = buf;
     int ret = 0;
 
-    pthread_mutex_lock(&s->lock);
+    pthread_rwlock_rdlock(&s->io_lock);
     uint16_t head = s->vols[vidx].snapshot_id;
     FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done) {
-        int64_t idx = head_extent(s, head, (uint32_t)pos);
-        if (idx < 0) {
-            ret = (int)idx;
-            break;
-        }
-        ret = vd_write(s->dev, in + done, (b1 - b0) * DBS_BLOCK_SIZE,
-                       dbs_extent_data_offset(&s->geo, (uint32_t)idx) +
-                           b0 * DBS_BLOCK_SIZE, 0);
+        pthread_rwlock_t *sl = stripe(s, pos);
+        pthread_rwlock_wrlock(sl);
+        ret = write_piece(s, head, (uint32_t)pos, (unsigned)b0, (unsigned)b1,
+                          in + done);
+        pthread_rwlock_unlock(sl);
         if (ret < 0) {
             break;
         }
-        struct dbs_extent *e = &s->ext[idx];
-        for (unsigned b = (unsigned)b0; b < b1; b++) {
-            if (!dbs_bit_test(e->bitmap, b)) {
-                dbs_bit_set(e->bitmap, b);
-                mark_dirty(s, (uint32_t)idx);
-            }
-        }
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->io_lock);
     return ret;
 }
 
@@ -476,6 +550,46 @@ static bool any_set(const uint8_t *bitmap, unsigned b0, unsigned b1)
     return false;
 }
 
+/* Discard or zero blocks [b0, b1) at pos of the head (see unmap); holds
+ * the stripe. */
+static int unmap_piece(struct dbs_store *s, uint16_t head, uint32_t pos,
+                       unsigned b0, unsigned b1, bool zero)
+{
+    uint16_t parent = s->snaps[head - 1].parent_id;
+    pthread_mutex_lock(&s->lock);
+    int64_t idx = dbs_map_get(&s->map, head, pos);
+    bool cow = false;
+    if (idx < 0 && zero) {
+        int64_t older = dbs_view_lookup(s, parent, pos);
+        cow = older >= 0 && any_set(s->ext[older].bitmap, b0, b1);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (cow) {
+        idx = head_extent(s, head, pos);
+        if (idx < 0) {
+            return (int)idx;
+        }
+    }
+    if (idx < 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->lock);
+    struct dbs_extent *e = &s->ext[idx];
+    for (unsigned b = b0; b < b1; b++) {
+        if (dbs_bit_test(e->bitmap, b)) {
+            dbs_bit_clear(e->bitmap, b);
+            mark_dirty(s, (uint32_t)idx);
+        }
+    }
+    /* An empty extent is freed unless it hides an older one (which would
+     * then show through again). */
+    if (dbs_bitmap_empty(e->bitmap) && dbs_view_lookup(s, parent, pos) < 0) {
+        dbs_extent_release(s, (uint32_t)idx);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
 /* Discard (zero = false) or zero [off, off+len): clear the bits in the
  * head's extents. Discard leaves extents of older snapshots alone; zero
  * gives the head its own copy first where an older one shows data. */
@@ -483,40 +597,19 @@ static int unmap(struct dbs_store *s, unsigned vidx, uint64_t len,
                  uint64_t off, bool zero)
 {
     int ret = 0;
-    pthread_mutex_lock(&s->lock);
+    pthread_rwlock_rdlock(&s->io_lock);
     uint16_t head = s->vols[vidx].snapshot_id;
-    uint16_t parent = s->snaps[head - 1].parent_id;
     FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done) {
-        int64_t idx = dbs_map_get(&s->map, head, (uint32_t)pos);
-        if (idx < 0 && zero) {
-            int64_t older = dbs_view_lookup(s, parent, (uint32_t)pos);
-            if (older >= 0 && any_set(s->ext[older].bitmap, (unsigned)b0,
-                                      (unsigned)b1)) {
-                idx = head_extent(s, head, (uint32_t)pos);
-                if (idx < 0) {
-                    ret = (int)idx;
-                    break;
-                }
-            }
-        }
-        if (idx < 0) {
-            continue;
-        }
-        struct dbs_extent *e = &s->ext[idx];
-        for (unsigned b = (unsigned)b0; b < b1; b++) {
-            if (dbs_bit_test(e->bitmap, b)) {
-                dbs_bit_clear(e->bitmap, b);
-                mark_dirty(s, (uint32_t)idx);
-            }
-        }
-        /* An empty extent is freed unless it hides an older one (which
-         * would then show through again). */
-        if (dbs_bitmap_empty(e->bitmap) &&
-            dbs_view_lookup(s, parent, (uint32_t)pos) < 0) {
-            dbs_extent_release(s, (uint32_t)idx);
+        pthread_rwlock_t *sl = stripe(s, pos);
+        pthread_rwlock_wrlock(sl);
+        ret = unmap_piece(s, head, (uint32_t)pos, (unsigned)b0, (unsigned)b1,
+                          zero);
+        pthread_rwlock_unlock(sl);
+        if (ret < 0) {
+            break;
         }
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->io_lock);
     return ret;
 }
 
@@ -538,6 +631,7 @@ int64_t dbs_vol_status(struct dbs_store *s, unsigned vidx, uint64_t off,
     uint64_t run = 0;
     bool first = true;
 
+    pthread_rwlock_rdlock(&s->io_lock);
     pthread_mutex_lock(&s->lock);
     uint16_t head = s->vols[vidx].snapshot_id;
     FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done) {
@@ -564,6 +658,7 @@ int64_t dbs_vol_status(struct dbs_store *s, unsigned vidx, uint64_t off,
         }
     }
     pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->io_lock);
     return (int64_t)run;
 }
 

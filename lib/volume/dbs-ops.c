@@ -1,10 +1,11 @@
 /*
  * The volume store's control operations (create, snapshot, clone, delete,
- * delete-snapshot, rename) and lookups. Each is durable when it returns;
+ * delete-snapshot, rename, vacuum) and lookups. Each is durable when it returns;
  * the order of their writes is explained at the top of dbs.c.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -63,6 +64,19 @@ unsigned dbs_volume_chain(struct dbs_store *s, unsigned vidx, uint16_t *ids,
 }
 
 /* ---- Control operations --------------------------------------------------- */
+
+/* Control operations exclude the data path (dbs.h, the locks). */
+static void control_lock(struct dbs_store *s)
+{
+    pthread_rwlock_wrlock(&s->io_lock);
+    pthread_mutex_lock(&s->lock);
+}
+
+static void control_unlock(struct dbs_store *s)
+{
+    pthread_mutex_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->io_lock);
+}
 
 static int check_writable(struct dbs_store *s)
 {
@@ -189,9 +203,9 @@ static int volume_create(struct dbs_store *s, const char *name, uint64_t size)
 
 int dbs_volume_create(struct dbs_store *s, const char *name, uint64_t size)
 {
-    pthread_mutex_lock(&s->lock);
+    control_lock(s);
     int ret = volume_create(s, name, size);
-    pthread_mutex_unlock(&s->lock);
+    control_unlock(s);
     return ret;
 }
 
@@ -241,9 +255,9 @@ static int volume_snapshot(struct dbs_store *s, const char *name,
 
 int dbs_volume_snapshot(struct dbs_store *s, const char *name, uint16_t *id)
 {
-    pthread_mutex_lock(&s->lock);
+    control_lock(s);
     int ret = volume_snapshot(s, name, id);
-    pthread_mutex_unlock(&s->lock);
+    control_unlock(s);
     return ret;
 }
 
@@ -316,9 +330,9 @@ static int volume_clone(struct dbs_store *s, uint16_t src, const char *name)
 
 int dbs_volume_clone(struct dbs_store *s, uint16_t id, const char *name)
 {
-    pthread_mutex_lock(&s->lock);
+    control_lock(s);
     int ret = volume_clone(s, id, name);
-    pthread_mutex_unlock(&s->lock);
+    control_unlock(s);
     return ret;
 }
 
@@ -369,9 +383,9 @@ static int volume_delete(struct dbs_store *s, const char *name)
 
 int dbs_volume_delete(struct dbs_store *s, const char *name)
 {
-    pthread_mutex_lock(&s->lock);
+    control_lock(s);
     int ret = volume_delete(s, name);
-    pthread_mutex_unlock(&s->lock);
+    control_unlock(s);
     return ret;
 }
 
@@ -436,9 +450,9 @@ static int snapshot_delete(struct dbs_store *s, uint16_t id)
 
 int dbs_snapshot_delete(struct dbs_store *s, uint16_t id)
 {
-    pthread_mutex_lock(&s->lock);
+    control_lock(s);
     int ret = snapshot_delete(s, id);
-    pthread_mutex_unlock(&s->lock);
+    control_unlock(s);
     return ret;
 }
 
@@ -476,8 +490,112 @@ static int volume_rename(struct dbs_store *s, const char *name,
 int dbs_volume_rename(struct dbs_store *s, const char *name,
                       const char *new_name)
 {
-    pthread_mutex_lock(&s->lock);
+    control_lock(s);
     int ret = volume_rename(s, name, new_name);
-    pthread_mutex_unlock(&s->lock);
+    control_unlock(s);
+    return ret;
+}
+
+/* Extents with no block set that hide nothing: with or without them, every
+ * view reads zeroes there. Returns how many were freed. */
+static uint32_t release_empty(struct dbs_store *s)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->sb.allocated_extents; i++) {
+        struct dbs_extent *e = &s->ext[i];
+        if (e->snapshot_id && dbs_bitmap_empty(e->bitmap) &&
+            dbs_view_lookup(s, s->snaps[e->snapshot_id - 1].parent_id,
+                            e->pos) < 0) {
+            dbs_extent_release(s, i);
+            n++;
+        }
+    }
+    return n;
+}
+
+/*
+ * Move the extents at or above keep into the free slots below it. Each
+ * step is durable before the next: the data of every copy (the commit
+ * flushes it first), then the copies' records (free first, owner last),
+ * then the old places' free records. Stopped in between, the store is
+ * valid: copies without a record are free space, and a position held
+ * twice is resolved at open in favour of the lower (dbs.c,
+ * check_extents).
+ */
+static int move_down(struct dbs_store *s, uint32_t keep, uint32_t *moved)
+{
+    uint32_t n = s->sb.allocated_extents - keep;
+    uint32_t *from = calloc(n ? n : 1, sizeof(*from));
+    uint32_t *to = calloc(n ? n : 1, sizeof(*to));
+    int ret = 0;
+    if (!from || !to) {
+        free(from);
+        free(to);
+        return vd_err(ENOMEM, "out of memory");
+    }
+    uint32_t nr = 0, dst = 0;
+    for (uint32_t src = s->sb.allocated_extents; src-- > keep;) {
+        if (s->ext[src].snapshot_id == 0) {
+            continue;
+        }
+        while (s->ext[dst].snapshot_id != 0) {
+            dst++; /* below keep: as many free slots as used ones above */
+        }
+        from[nr] = src;
+        to[nr++] = dst++;
+    }
+    /* The targets leave the free list; it is rebuilt at the end. */
+    s->nr_free = 0;
+    for (uint32_t i = 0; i < nr && ret == 0; i++) {
+        ret = dbs_extent_copy_data(s, from[i], to[i]);
+    }
+    for (uint32_t i = 0; i < nr && ret == 0; i++) {
+        const struct dbs_extent *e = &s->ext[from[i]];
+        ret = dbs_extent_assign(s, to[i], e->snapshot_id, e->pos, e->bitmap);
+    }
+    if (ret == 0) {
+        ret = dbs_commit_extents(s);
+    }
+    for (uint32_t i = 0; i < nr && ret == 0; i++) {
+        dbs_extent_release(s, from[i]);
+    }
+    if (ret == 0) {
+        ret = dbs_commit_extents(s);
+    }
+    free(from);
+    free(to);
+    *moved = ret == 0 ? nr : 0;
+    return ret;
+}
+
+static int vacuum(struct dbs_store *s, struct dbs_vacuum_stats *st)
+{
+    int ret = check_writable(s);
+    if (ret < 0) {
+        return ret;
+    }
+    memset(st, 0, sizeof(*st));
+    /* The open freed what no volume reaches; frees become durable. */
+    st->freed = s->nr_collected + release_empty(s);
+    ret = dbs_commit_extents(s);
+    if (ret == 0) {
+        ret = move_down(s, s->nr_used, &st->moved);
+    }
+    if (ret == 0) {
+        /* Every record at or above the new count is free on disk. */
+        s->sb.allocated_extents = s->nr_used;
+        ret = dbs_commit_extents(s);
+    }
+    dbs_free_list_rebuild(s);
+    st->used = s->sb.allocated_extents;
+    st->total = s->geo.nr_extents;
+    return ret;
+}
+
+int dbs_vacuum(struct dbs_store *s, struct dbs_vacuum_stats *stats)
+{
+    control_lock(s);
+    int ret = vacuum(s, stats);
+    control_unlock(s);
     return ret;
 }

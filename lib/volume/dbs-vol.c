@@ -128,7 +128,9 @@ const struct vd_driver dbs_driver = {
     .name = "dbs",
     .kind = VD_KIND_TARGET,
     .priv_size = sizeof(struct dbs_vol_state),
-    .thread_model = VD_THREAD_PARALLEL, /* the store locks itself */
+    /* The store locks itself: requests to different positions run in
+     * parallel (dbs.h, the locks). */
+    .thread_model = VD_THREAD_PARALLEL,
     .open = dbs_vol_open,
     .close = dbs_vol_close,
     .read = dbs_vol_read_cb,

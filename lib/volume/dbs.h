@@ -28,6 +28,18 @@ struct dbs_map {
 /* Per-extent state bits (dbs_store.state). */
 #define DBS_EXT_DIRTY      0x1u /* record differs from the one on disk    */
 #define DBS_EXT_FREE_WAIT  0x2u /* freed; reusable once that is on disk   */
+#define DBS_EXT_MOVED      0x4u /* old place of a move vacuum left behind */
+
+/* Stripes of the per-position locks of the data path. */
+#define DBS_STRIPES 64
+
+/* What dbs_vacuum did. */
+struct dbs_vacuum_stats {
+    uint32_t moved;      /* extents moved down to free slots            */
+    uint32_t freed;      /* extents freed: unreachable or empty         */
+    uint32_t used;       /* extents in use = the new allocation count   */
+    uint32_t total;      /* usable extents of the device                */
+};
 
 struct dbs_store {
     struct vd_dev *dev;            /* the device: raw bytes              */
@@ -49,9 +61,23 @@ struct dbs_store {
     uint32_t nr_dirty;
     uint32_t nr_used;              /* extents owned by a snapshot        */
     uint32_t nr_orphan_snaps;      /* leaked by an interrupted operation */
+    uint32_t nr_moved;             /* DBS_EXT_MOVED extents              */
+    uint32_t nr_collected;         /* extents freed by collect_orphans   */
     struct dbs_map map;
     int lock_fd;                   /* flock()ed device file, or -1       */
-    pthread_mutex_t lock;          /* metadata and the lists above       */
+    int64_t cut_sectors;           /* test switch (dbs_meta_write), or -1 */
+    bool cut_keep_last;
+    /*
+     * Locks, taken in this order. io_lock: the data path holds it shared,
+     * control operations exclusively (they change heads and free
+     * extents). stripes[pos % DBS_STRIPES]: a write, zero or discard holds
+     * its position's exclusively, a read shared, so the extent a read is
+     * reading is neither freed nor reused under it. lock: the metadata
+     * and the lists above, held briefly (data moves without it).
+     */
+    pthread_rwlock_t io_lock;
+    pthread_rwlock_t stripes[DBS_STRIPES];
+    pthread_mutex_t lock;
 };
 
 /* Open flags. */
@@ -100,6 +126,13 @@ VD_MUST_CHECK int dbs_volume_rename(struct dbs_store *s, const char *name,
                                     const char *new_name);
 /* Merge a snapshot into its child, which keeps its own extents. */
 VD_MUST_CHECK int dbs_snapshot_delete(struct dbs_store *s, uint16_t id);
+/*
+ * Compact the device: free extents no volume reaches and extents with no
+ * block set that hide nothing, move the extents above the in-use count
+ * down into free slots and lower the superblock's count to it.
+ */
+VD_MUST_CHECK int dbs_vacuum(struct dbs_store *s,
+                             struct dbs_vacuum_stats *stats);
 
 /* Lookups. Return the volume index, or -ENOENT with a message. */
 VD_MUST_CHECK int dbs_volume_find(struct dbs_store *s, const char *name);
@@ -119,7 +152,7 @@ uint32_t dbs_view_extents(struct dbs_store *s, uint16_t id);
 void dbs_check_report(struct dbs_store *s, struct vd_strbuf *out);
 
 /* Data path on volume vidx: off and len multiples of 4096, inside the
- * volume. Take s->lock themselves. */
+ * volume. Safe to call concurrently; they take the locks themselves. */
 VD_MUST_CHECK int dbs_vol_read(struct dbs_store *s, unsigned vidx, void *buf,
                                uint64_t len, uint64_t off);
 VD_MUST_CHECK int dbs_vol_write(struct dbs_store *s, unsigned vidx,
@@ -139,8 +172,11 @@ VD_MUST_CHECK int64_t dbs_vol_status(struct dbs_store *s, unsigned vidx,
 /* Bytes of device extents the volume's head snapshot owns. */
 uint64_t dbs_vol_owned_bytes(struct dbs_store *s, unsigned vidx);
 
-/* dbs.c, for dbs-ops.c: record writes from the metadata image, the
- * device flush between steps, freeing what no volume reaches. */
+/* dbs.c, for dbs-ops.c and dbs-extents.c: every metadata write, record
+ * writes from the metadata image, the device flush between steps, freeing
+ * what no volume reaches (and the old places of interrupted moves). */
+VD_MUST_CHECK int dbs_meta_write(struct dbs_store *s, const void *buf,
+                                 uint64_t len, uint64_t off);
 VD_MUST_CHECK int dbs_barrier(struct dbs_store *s);
 VD_MUST_CHECK int dbs_put_volume(struct dbs_store *s, unsigned v,
                                  const struct dbs_volume *rec);
@@ -166,6 +202,9 @@ VD_MUST_CHECK int dbs_extent_assign(struct dbs_store *s, uint32_t idx,
                                     uint16_t sid, uint32_t pos,
                                     const uint8_t *bitmap);
 void dbs_extent_release(struct dbs_store *s, uint32_t idx);
+/* Refill the free list: the free extents below the count whose free
+ * record is on disk. */
+void dbs_free_list_rebuild(struct dbs_store *s);
 /* Copy the blocks set in extent src's bitmap to extent dst. */
 VD_MUST_CHECK int dbs_extent_copy_data(struct dbs_store *s, uint32_t src,
                                        uint32_t dst);

@@ -109,14 +109,28 @@ class Device:
 
     def owned(self, sid):
         """{position: extent index} of the extents snapshot sid owns
-        (records below the allocation count only)."""
+        (records below the allocation count only).
+
+        A position held twice is a move an interrupted vacuum left behind
+        when the higher record's bitmap has no bit the lower one lacks:
+        the lower record is the one that counts."""
         out = {}
         for p in range(self.allocated):
-            esid, pos, _ = self.extents[p]
-            if esid == sid:
-                assert pos not in out, f"position {pos} claimed twice"
-                out[pos] = p
+            esid, pos, bitmap = self.extents[p]
+            if esid != sid:
+                continue
+            if pos in out:
+                lower = self.extents[out[pos]][2]
+                assert all(b & ~a & 0xff == 0
+                           for a, b in zip(lower, bitmap)), \
+                    f"position {pos} claimed twice"
+                continue
+            out[pos] = p
         return out
+
+    def in_use(self):
+        """Extent records below the count that hold data of a snapshot."""
+        return sum(1 for p in range(self.allocated) if self.extents[p][0])
 
     def view(self, sid, nr_pos):
         """{position: extent index} a snapshot sees, parents included."""

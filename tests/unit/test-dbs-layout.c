@@ -1,7 +1,8 @@
 /*
  * Unit tests for the DBS layout (lib/volume/dbs-layout.h): record
  * encode/decode round trips against hand-made golden bytes, the checks of
- * the decoders, and the geometry for several device sizes.
+ * the decoders, the geometry for several device sizes, and where the
+ * fields the power-cut argument relies on fall in sectors.
  */
 #include <errno.h>
 
@@ -181,6 +182,33 @@ TEST(volume_extents)
     CHECK_EQ_U64(dbs_volume_extents(DBS_MAX_VOLUME_SIZE), UINT64_C(1) << 32);
 }
 
+/* The power-cut argument (docs/volume.md) rests on the 2-byte owner
+ * fields never spanning a 512-byte sector, and on the superblock's count
+ * sharing one sector with the rest of the superblock. Extent records, 38
+ * bytes, do span sectors elsewhere: record 13 across byte 512. */
+static bool in_one_sector(uint64_t off, uint64_t len)
+{
+    return off / 512 == (off + len - 1) / 512;
+}
+
+TEST(owner_fields_in_one_sector)
+{
+    struct dbs_geometry g;
+    CHECK(dbs_geometry_compute(64 * GiB, &g) == 0);
+    CHECK(in_one_sector(0, DBS_SUPERBLOCK_SIZE));
+    for (unsigned v = 0; v < DBS_MAX_VOLUMES; v++) {
+        CHECK(in_one_sector(dbs_volume_rec_offset(v), 2));
+    }
+    for (uint32_t id = 1; id <= DBS_MAX_SNAPSHOTS; id++) {
+        CHECK(in_one_sector(dbs_snapshot_rec_offset((uint16_t)id), 2));
+    }
+    for (uint32_t i = 0; i < g.nr_extents; i++) {
+        CHECK(in_one_sector(dbs_extent_rec_offset(&g, i), 2));
+    }
+    CHECK(!in_one_sector(dbs_extent_rec_offset(&g, 13),
+                         DBS_EXTENT_REC_SIZE));
+}
+
 int main(void)
 {
     RUN(superblock);
@@ -190,5 +218,6 @@ int main(void)
     RUN(offsets);
     RUN(geometry);
     RUN(volume_extents);
+    RUN(owner_fields_in_one_sector);
     return harness_exit();
 }

@@ -2,7 +2,8 @@
  * vdisk volume: manage a volume store (thin volumes with snapshots and
  * clones in the DBS layout) on a file or block device. Each subcommand
  * opens the store, does one operation, which is durable when the command
- * returns, and closes it. The volumes themselves are opened as images by
+ * returns, and closes it: a table of subcommands sharing one open/close
+ * path (run_subcommand). The volumes themselves are opened as images by
  * every other command with the spec dbs:DEVICE:VOLUME.
  */
 #include <errno.h>
@@ -22,14 +23,26 @@
 /* Exit status of check for a corrupt store (qemu-img check's value). */
 #define VOLUME_EXIT_CORRUPT 2
 
-struct subcommand {
-    const char *name;
-    int (*run)(int argc, char **argv);
-    const char *args;
-    const char *help;
+/* How a subcommand opens the store. */
+enum store_mode {
+    STORE_NONE,   /* it opens the device itself                         */
+    STORE_RDONLY,
+    STORE_RDWR,   /* flushed, with the error reported, before the close */
+    STORE_CHECK,  /* read-only; a corrupt store is VOLUME_EXIT_CORRUPT  */
 };
 
-static const struct subcommand *current;
+struct subcommand {
+    const char *name;
+    const char *args;
+    const char *help;
+    int nargs;            /* operands, DEVICE first                     */
+    bool json;            /* takes --output                             */
+    enum store_mode mode;
+    /* Does the work on the open store (NULL for STORE_NONE); args are the
+     * operands after DEVICE. Returns the exit status. */
+    int (*act)(struct dbs_store *s, const char *path, char **args,
+               bool json);
+};
 
 static const char usage_text[] =
     "Usage: vdisk volume SUBCOMMAND [--help] DEVICE [ARGS...]\n"
@@ -45,12 +58,11 @@ static const char *const sub_help_tail =
     "rounded up to whole 1 MiB extents. Snapshot ids are the numbers shown\n"
     "by 'vdisk volume info'.\n";
 
-static int print_usage(FILE *out);
-
 /* Parse a subcommand's options (--help, and --output where json is not
  * NULL) and check the operand count. Returns -1 to go on, else an exit
  * status. */
-static int parse(int argc, char **argv, int nargs, bool *json)
+static int parse(const struct subcommand *sub, int argc, char **argv,
+                 bool *json)
 {
     static const struct option long_options[] = {
         {"help", no_argument, NULL, 'h'},
@@ -63,8 +75,8 @@ static int parse(int argc, char **argv, int nargs, bool *json)
     while ((c = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
         switch (c) {
         case 'h':
-            printf("Usage: vdisk volume %s %s\n%s\n", current->name,
-                   current->args, current->help);
+            printf("Usage: vdisk volume %s %s\n%s\n", sub->name, sub->args,
+                   sub->help);
             if (json) {
                 printf("\n  --output=human|json  output format (default "
                        "human)\n");
@@ -82,34 +94,22 @@ static int parse(int argc, char **argv, int nargs, bool *json)
             return cli_bad_option(argv, c);
         }
     }
-    if (argc - optind < nargs) {
-        return cli_usage_error("'volume %s' expects %s", current->name,
-                               current->args);
+    if (argc - optind < sub->nargs) {
+        return cli_usage_error("'volume %s' expects %s", sub->name,
+                               sub->args);
     }
-    if (argc - optind > nargs) {
+    if (argc - optind > sub->nargs) {
         return cli_usage_error("unexpected argument '%s'",
-                               argv[optind + nargs]);
+                               argv[optind + sub->nargs]);
     }
     return -1;
 }
 
-static struct dbs_store *open_store(const char *path, bool readonly)
+/* Exit status of a store operation: its error, if any, on one line. */
+static int result(const char *path, int ret)
 {
-    struct dbs_store *s = dbs_open_path(path, readonly ? DBS_OPEN_RDONLY : 0);
-    if (!s) {
-        cli_error("%s: %s", path, vd_err_message());
-    }
-    return s;
-}
-
-/* Close after a flush whose error is reported. */
-static int close_store(struct dbs_store *s, const char *path, int ret)
-{
-    if (ret == CLI_EXIT_OK && dbs_flush(s) < 0) {
-        ret = cli_error("%s: %s", path, vd_err_message());
-    }
-    dbs_close(s);
-    return ret;
+    return ret < 0 ? cli_error("%s: %s", path, vd_err_message())
+                   : CLI_EXIT_OK;
 }
 
 static bool parse_snapshot_id(const char *text, uint16_t *id)
@@ -127,43 +127,52 @@ static bool parse_snapshot_id(const char *text, uint16_t *id)
     return true;
 }
 
-static int sub_init(int argc, char **argv)
+static int print_json(struct vd_json *root)
 {
-    int ret = parse(argc, argv, 1, NULL);
-    if (ret >= 0) {
-        return ret;
+    if (!vd_json_ok(root)) {
+        vd_json_free(root);
+        return cli_error("out of memory");
     }
-    const char *path = argv[optind];
+    struct vd_strbuf sb = VD_STRBUF_INIT;
+    vd_json_print(&sb, root);
+    vd_json_free(root);
+    char *text = vd_strbuf_take(&sb);
+    if (!text) {
+        return cli_error("out of memory");
+    }
+    int ret = cli_print(text);
+    free(text);
+    return ret;
+}
+
+static int flush_stdout(void)
+{
+    return fflush(stdout) == EOF ? cli_error("cannot write output")
+                                 : CLI_EXIT_OK;
+}
+
+static int act_init(struct dbs_store *s, const char *path, char **args,
+                    bool json)
+{
+    (void)s, (void)args, (void)json;
     struct vd_dev *dev = cli_open(path, "raw", 0);
     if (!dev) {
         return CLI_EXIT_FAIL;
     }
-    ret = dbs_init(dev) < 0 ? cli_error("%s: %s", path, vd_err_message())
-                            : CLI_EXIT_OK;
+    int ret = result(path, dbs_init(dev));
     vd_dev_unref(dev);
     return ret;
 }
 
-static int sub_create(int argc, char **argv)
+static int act_create(struct dbs_store *s, const char *path, char **args,
+                      bool json)
 {
-    int ret = parse(argc, argv, 3, NULL);
-    if (ret >= 0) {
-        return ret;
-    }
-    const char *path = argv[optind];
+    (void)json;
     uint64_t size;
-    if (!cli_parse_size("volume size", argv[optind + 2], &size)) {
+    if (!cli_parse_size("volume size", args[1], &size)) {
         return CLI_EXIT_FAIL;
     }
-    struct dbs_store *s = open_store(path, false);
-    if (!s) {
-        return CLI_EXIT_FAIL;
-    }
-    ret = CLI_EXIT_OK;
-    if (dbs_volume_create(s, argv[optind + 1], size) < 0) {
-        ret = cli_error("%s: %s", path, vd_err_message());
-    }
-    return close_store(s, path, ret);
+    return result(path, dbs_volume_create(s, args[0], size));
 }
 
 static void add_snapshot_json(struct vd_json *arr, struct dbs_store *s,
@@ -202,36 +211,10 @@ static void format_time(int64_t t, char *buf, size_t len)
     }
 }
 
-static int print_json(struct vd_json *root)
+static int act_list(struct dbs_store *s, const char *path, char **args,
+                    bool json)
 {
-    if (!vd_json_ok(root)) {
-        vd_json_free(root);
-        return cli_error("out of memory");
-    }
-    struct vd_strbuf sb = VD_STRBUF_INIT;
-    vd_json_print(&sb, root);
-    vd_json_free(root);
-    char *text = vd_strbuf_take(&sb);
-    if (!text) {
-        return cli_error("out of memory");
-    }
-    int ret = cli_print(text);
-    free(text);
-    return ret;
-}
-
-static int sub_list(int argc, char **argv)
-{
-    bool json = false;
-    int ret = parse(argc, argv, 1, &json);
-    if (ret >= 0) {
-        return ret;
-    }
-    const char *path = argv[optind];
-    struct dbs_store *s = open_store(path, true);
-    if (!s) {
-        return CLI_EXIT_FAIL;
-    }
+    (void)path, (void)args;
     unsigned nr_vols = 0;
     for (unsigned v = 0; v < DBS_MAX_VOLUMES; v++) {
         nr_vols += s->vols[v].snapshot_id != 0;
@@ -252,7 +235,6 @@ static int sub_list(int argc, char **argv)
                 volume_json(vd_json_add_object(arr, NULL), s, v);
             }
         }
-        dbs_close(s);
         return print_json(root);
     }
     char size_buf[32];
@@ -279,32 +261,19 @@ static int sub_list(int argc, char **argv)
                vd_format_size(s->vols[v].size, size_buf, sizeof(size_buf)),
                id, dbs_volume_chain(s, v, NULL, 0), when);
     }
-    dbs_close(s);
-    return fflush(stdout) == EOF ? cli_error("cannot write output")
-                                 : CLI_EXIT_OK;
+    return flush_stdout();
 }
 
-static int sub_info(int argc, char **argv)
+static int act_info(struct dbs_store *s, const char *path, char **args,
+                    bool json)
 {
-    bool json = false;
-    int ret = parse(argc, argv, 2, &json);
-    if (ret >= 0) {
-        return ret;
-    }
-    const char *path = argv[optind];
-    struct dbs_store *s = open_store(path, true);
-    if (!s) {
-        return CLI_EXIT_FAIL;
-    }
-    int v = dbs_volume_find(s, argv[optind + 1]);
+    int v = dbs_volume_find(s, args[0]);
     if (v < 0) {
-        dbs_close(s);
-        return cli_error("%s: %s", path, vd_err_message());
+        return result(path, v);
     }
     if (json) {
         struct vd_json *root = vd_json_new_object();
         volume_json(root, s, (unsigned)v);
-        dbs_close(s);
         return print_json(root);
     }
     char size_buf[32], when[32];
@@ -322,179 +291,169 @@ static int sub_info(int argc, char **argv)
         printf("  %5u %6u  %s%s\n", ids[i], s->snaps[ids[i] - 1].parent_id,
                when, i == 0 ? "  (current)" : "");
     }
-    dbs_close(s);
-    return fflush(stdout) == EOF ? cli_error("cannot write output")
-                                 : CLI_EXIT_OK;
+    return flush_stdout();
 }
 
-static int sub_snapshot(int argc, char **argv)
+static int act_snapshot(struct dbs_store *s, const char *path, char **args,
+                        bool json)
 {
-    int ret = parse(argc, argv, 2, NULL);
-    if (ret >= 0) {
-        return ret;
-    }
-    const char *path = argv[optind];
-    struct dbs_store *s = open_store(path, false);
-    if (!s) {
-        return CLI_EXIT_FAIL;
-    }
+    (void)json;
     uint16_t id;
-    ret = CLI_EXIT_OK;
-    if (dbs_volume_snapshot(s, argv[optind + 1], &id) < 0) {
-        ret = cli_error("%s: %s", path, vd_err_message());
-    } else {
-        printf("Created snapshot %u of volume '%s'\n", id, argv[optind + 1]);
+    int ret = result(path, dbs_volume_snapshot(s, args[0], &id));
+    if (ret == CLI_EXIT_OK) {
+        printf("Created snapshot %u of volume '%s'\n", id, args[0]);
     }
-    return close_store(s, path, ret);
+    return ret;
 }
 
-static int sub_clone(int argc, char **argv)
+static int act_clone(struct dbs_store *s, const char *path, char **args,
+                     bool json)
 {
-    int ret = parse(argc, argv, 3, NULL);
-    if (ret >= 0) {
-        return ret;
-    }
-    const char *path = argv[optind];
+    (void)json;
     uint16_t id;
-    if (!parse_snapshot_id(argv[optind + 1], &id)) {
+    if (!parse_snapshot_id(args[0], &id)) {
         return CLI_EXIT_FAIL;
     }
-    struct dbs_store *s = open_store(path, false);
-    if (!s) {
-        return CLI_EXIT_FAIL;
-    }
-    ret = CLI_EXIT_OK;
-    if (dbs_volume_clone(s, id, argv[optind + 2]) < 0) {
-        ret = cli_error("%s: %s", path, vd_err_message());
-    }
-    return close_store(s, path, ret);
+    return result(path, dbs_volume_clone(s, id, args[1]));
 }
 
-static int sub_delete(int argc, char **argv)
+static int act_delete(struct dbs_store *s, const char *path, char **args,
+                      bool json)
 {
-    int ret = parse(argc, argv, 2, NULL);
-    if (ret >= 0) {
-        return ret;
-    }
-    const char *path = argv[optind];
-    struct dbs_store *s = open_store(path, false);
-    if (!s) {
-        return CLI_EXIT_FAIL;
-    }
-    ret = CLI_EXIT_OK;
-    if (dbs_volume_delete(s, argv[optind + 1]) < 0) {
-        ret = cli_error("%s: %s", path, vd_err_message());
-    }
-    return close_store(s, path, ret);
+    (void)json;
+    return result(path, dbs_volume_delete(s, args[0]));
 }
 
-static int sub_delete_snapshot(int argc, char **argv)
+static int act_delete_snapshot(struct dbs_store *s, const char *path,
+                               char **args, bool json)
 {
-    int ret = parse(argc, argv, 2, NULL);
-    if (ret >= 0) {
-        return ret;
-    }
-    const char *path = argv[optind];
+    (void)json;
     uint16_t id;
-    if (!parse_snapshot_id(argv[optind + 1], &id)) {
+    if (!parse_snapshot_id(args[0], &id)) {
         return CLI_EXIT_FAIL;
     }
-    struct dbs_store *s = open_store(path, false);
-    if (!s) {
-        return CLI_EXIT_FAIL;
-    }
-    ret = CLI_EXIT_OK;
-    if (dbs_snapshot_delete(s, id) < 0) {
-        ret = cli_error("%s: %s", path, vd_err_message());
-    }
-    return close_store(s, path, ret);
+    return result(path, dbs_snapshot_delete(s, id));
 }
 
-static int sub_rename(int argc, char **argv)
+static int act_rename(struct dbs_store *s, const char *path, char **args,
+                      bool json)
 {
-    int ret = parse(argc, argv, 3, NULL);
-    if (ret >= 0) {
-        return ret;
-    }
-    const char *path = argv[optind];
-    struct dbs_store *s = open_store(path, false);
-    if (!s) {
-        return CLI_EXIT_FAIL;
-    }
-    ret = CLI_EXIT_OK;
-    if (dbs_volume_rename(s, argv[optind + 1], argv[optind + 2]) < 0) {
-        ret = cli_error("%s: %s", path, vd_err_message());
-    }
-    return close_store(s, path, ret);
+    (void)json;
+    return result(path, dbs_volume_rename(s, args[0], args[1]));
 }
 
-static int sub_check(int argc, char **argv)
+static int act_check(struct dbs_store *s, const char *path, char **args,
+                     bool json)
 {
-    int ret = parse(argc, argv, 1, NULL);
-    if (ret >= 0) {
-        return ret;
-    }
-    const char *path = argv[optind];
-    struct dbs_store *s = dbs_open_path(path, DBS_OPEN_RDONLY);
-    if (!s) {
-        cli_error("%s: %s", path, vd_err_message());
-        return vd_err_errno() == EUCLEAN ? VOLUME_EXIT_CORRUPT
-                                         : CLI_EXIT_FAIL;
-    }
+    (void)path, (void)args, (void)json;
     struct vd_strbuf sb = VD_STRBUF_INIT;
     dbs_check_report(s, &sb);
-    dbs_close(s);
     vd_strbuf_add(&sb, "No errors were found on the volume store.");
     char *text = vd_strbuf_take(&sb);
     if (!text) {
         return cli_error("out of memory");
     }
-    ret = cli_print(text);
+    int ret = cli_print(text);
     free(text);
     return ret;
 }
 
-static int sub_vacuum(int argc, char **argv)
+static int act_vacuum(struct dbs_store *s, const char *path, char **args,
+                      bool json)
 {
-    int ret = parse(argc, argv, 1, NULL);
-    if (ret >= 0) {
+    (void)args;
+    struct dbs_vacuum_stats st;
+    int ret = result(path, dbs_vacuum(s, &st));
+    if (ret != CLI_EXIT_OK) {
         return ret;
     }
-    return cli_error("%s: vacuum is not implemented yet (extents freed by "
-                     "deletes and discards are reused by new writes)",
-                     argv[optind]);
+    if (json) {
+        struct vd_json *root = vd_json_new_object();
+        vd_json_add_uint(root, "moved-extents", st.moved);
+        vd_json_add_uint(root, "freed-extents", st.freed);
+        vd_json_add_uint(root, "allocated-extents", st.used);
+        vd_json_add_uint(root, "total-extents", st.total);
+        return print_json(root);
+    }
+    printf("vacuum: moved %" PRIu32 " extents, freed %" PRIu32 ", device "
+           "now uses %" PRIu32 " of %" PRIu32 " extents\n", st.moved,
+           st.freed, st.used, st.total);
+    return flush_stdout();
 }
 
 static const struct subcommand subcommands[] = {
-    {"init", sub_init, "DEVICE",
+    {"init", "DEVICE",
      "Write an empty volume store over the whole of DEVICE (a file or a "
-     "block\ndevice). Everything on it is lost."},
-    {"create", sub_create, "DEVICE NAME SIZE",
-     "Create the thin volume NAME of SIZE bytes (rounded up to 1 MiB)."},
-    {"list", sub_list, "[--output=human|json] DEVICE",
-     "Show the device, its volumes and (with json) their snapshots."},
-    {"info", sub_info, "[--output=human|json] DEVICE NAME",
+     "block\ndevice). Everything on it is lost.",
+     1, false, STORE_NONE, act_init},
+    {"create", "DEVICE NAME SIZE",
+     "Create the thin volume NAME of SIZE bytes (rounded up to 1 MiB).",
+     3, false, STORE_RDWR, act_create},
+    {"list", "[--output=human|json] DEVICE",
+     "Show the device, its volumes and (with json) their snapshots.",
+     1, true, STORE_RDONLY, act_list},
+    {"info", "[--output=human|json] DEVICE NAME",
      "Show volume NAME and its snapshots, newest first, with parents and "
-     "times."},
-    {"snapshot", sub_snapshot, "DEVICE NAME",
+     "times.",
+     2, true, STORE_RDONLY, act_info},
+    {"snapshot", "DEVICE NAME",
      "Freeze the current state of volume NAME as a snapshot; prints its id.\n"
-     "Later writes to the volume copy the extents they change."},
-    {"clone", sub_clone, "DEVICE SNAPSHOT-ID NEWNAME",
+     "Later writes to the volume copy the extents they change.",
+     2, false, STORE_RDWR, act_snapshot},
+    {"clone", "DEVICE SNAPSHOT-ID NEWNAME",
      "Create volume NEWNAME as a copy of a snapshot. Copies every extent\n"
-     "the snapshot sees, so it costs as much as the data in it."},
-    {"delete", sub_delete, "DEVICE NAME",
-     "Delete volume NAME with all its snapshots."},
-    {"delete-snapshot", sub_delete_snapshot, "DEVICE ID",
+     "the snapshot sees, so it costs as much as the data in it.",
+     3, false, STORE_RDWR, act_clone},
+    {"delete", "DEVICE NAME", "Delete volume NAME with all its snapshots.",
+     2, false, STORE_RDWR, act_delete},
+    {"delete-snapshot", "DEVICE ID",
      "Delete snapshot ID, merging its extents into the snapshot after it.\n"
-     "A volume's current snapshot cannot be deleted."},
-    {"rename", sub_rename, "DEVICE OLD NEW", "Rename volume OLD to NEW."},
-    {"check", sub_check, "DEVICE",
+     "A volume's current snapshot cannot be deleted.",
+     2, false, STORE_RDWR, act_delete_snapshot},
+    {"rename", "DEVICE OLD NEW", "Rename volume OLD to NEW.",
+     3, false, STORE_RDWR, act_rename},
+    {"check", "DEVICE",
      "Validate the metadata: owners exist, positions lie inside their\n"
      "volumes, no extent is claimed twice, counts agree. Exit status 0 when\n"
-     "consistent, 2 when corrupt, 1 on other errors."},
-    {"vacuum", sub_vacuum, "DEVICE",
-     "Compact the device (not implemented yet)."},
+     "consistent, 2 when corrupt, 1 on other errors.",
+     1, false, STORE_CHECK, act_check},
+    {"vacuum", "[--output=human|json] DEVICE",
+     "Compact the device: free extents no volume reaches and extents with\n"
+     "no block set, move the extents in use down into the free slots and\n"
+     "lower the allocated-extent count to the number in use. Safe to\n"
+     "interrupt at any point.",
+     1, true, STORE_RDWR, act_vacuum},
 };
+
+/* The shared shape: options, open, the work, flush and close. */
+static int run_subcommand(const struct subcommand *sub, int argc,
+                          char **argv)
+{
+    bool json = false;
+    int ret = parse(sub, argc, argv, sub->json ? &json : NULL);
+    if (ret >= 0) {
+        return ret;
+    }
+    const char *path = argv[optind];
+    char **args = argv + optind + 1;
+    if (sub->mode == STORE_NONE) {
+        return sub->act(NULL, path, args, json);
+    }
+    struct dbs_store *s = dbs_open_path(
+        path, sub->mode == STORE_RDWR ? 0 : DBS_OPEN_RDONLY);
+    if (!s) {
+        cli_error("%s: %s", path, vd_err_message());
+        return sub->mode == STORE_CHECK && vd_err_errno() == EUCLEAN
+                   ? VOLUME_EXIT_CORRUPT
+                   : CLI_EXIT_FAIL;
+    }
+    ret = sub->act(s, path, args, json);
+    if (sub->mode == STORE_RDWR && ret == CLI_EXIT_OK) {
+        ret = result(path, dbs_flush(s));
+    }
+    dbs_close(s);
+    return ret;
+}
 
 static int print_usage(FILE *out)
 {
@@ -519,8 +478,7 @@ int cmd_volume(int argc, char **argv)
     }
     for (size_t i = 0; i < VD_ARRAY_SIZE(subcommands); i++) {
         if (strcmp(argv[1], subcommands[i].name) == 0) {
-            current = &subcommands[i];
-            return subcommands[i].run(argc - 1, argv + 1);
+            return run_subcommand(&subcommands[i], argc - 1, argv + 1);
         }
     }
     return cli_usage_error("unknown subcommand '%s'", argv[1]);
