@@ -20,8 +20,13 @@
  * path yet. */
 const struct vd_driver *dm_target_driver(enum dm_target_type type);
 
-/* The segment drivers of dm-crypt.c and dm-verity.c. */
+/* The segment drivers defined outside dm-targets.c, one file each. */
 extern const struct vd_driver dm_crypt_driver, dm_verity_driver;
+extern const struct vd_driver dm_snapshot_origin_driver, dm_snapshot_driver,
+    dm_snapshot_merge_driver;
+extern const struct vd_driver dm_mirror_driver, dm_multipath_driver;
+extern const struct vd_driver dm_dust_driver, dm_switch_driver,
+    dm_log_writes_driver;
 
 /*
  * What every segment driver shares (dm-targets.c). Its private state
@@ -38,6 +43,16 @@ struct dm_seg_head {
 };
 
 extern const struct vd_option dm_seg_options[];
+
+/* Remapping targets: the generic data path over h->map (dm-targets.c),
+ * for the driver callbacks of the same names. */
+int map_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off);
+int map_write(struct vd_dev *dev, const void *buf, uint64_t len,
+              uint64_t off, unsigned flags);
+int map_zero(struct vd_dev *dev, uint64_t len, uint64_t off, unsigned flags);
+int map_discard(struct vd_dev *dev, uint64_t len, uint64_t off);
+int map_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
+                     struct vd_extent *ext);
 
 /*
  * The common open: parse the "table" option, check that it is one segment

@@ -102,7 +102,7 @@ int dm_seg_add_dev(struct vd_dev *dev, const char *spec, uint64_t offset,
 
 /* Remapping targets: generic data path over the map function. */
 
-static int map_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
+int map_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     struct dm_seg_head *h = vd_priv(dev);
     uint8_t *p = buf;
@@ -153,19 +153,19 @@ static int map_modify(struct vd_dev *dev, enum map_op op, const uint8_t *p,
     return 0;
 }
 
-static int map_write(struct vd_dev *dev, const void *buf, uint64_t len,
-                     uint64_t off, unsigned flags)
+int map_write(struct vd_dev *dev, const void *buf, uint64_t len,
+              uint64_t off, unsigned flags)
 {
     return map_modify(dev, MAP_WRITE, buf, len, off, flags);
 }
 
-static int map_zero(struct vd_dev *dev, uint64_t len, uint64_t off,
-                    unsigned flags)
+int map_zero(struct vd_dev *dev, uint64_t len, uint64_t off,
+             unsigned flags)
 {
     return map_modify(dev, MAP_ZERO, NULL, len, off, flags);
 }
 
-static int map_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
+int map_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
 {
     return map_modify(dev, MAP_DISCARD, NULL, len, off, 0);
 }
@@ -189,8 +189,8 @@ static int status_of(struct vd_dev *child, uint64_t child_off, uint64_t len,
     return ret;
 }
 
-static int map_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
-                            struct vd_extent *ext)
+int map_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
+                     struct vd_extent *ext)
 {
     struct dm_seg_head *h = vd_priv(dev);
     struct vd_dev *child;
@@ -789,6 +789,22 @@ const struct vd_driver *dm_target_driver(enum dm_target_type type)
         return &dm_crypt_driver;
     case DM_TARGET_VERITY:
         return &dm_verity_driver;
+    case DM_TARGET_SNAPSHOT_ORIGIN:
+        return &dm_snapshot_origin_driver;
+    case DM_TARGET_SNAPSHOT:
+        return &dm_snapshot_driver;
+    case DM_TARGET_SNAPSHOT_MERGE:
+        return &dm_snapshot_merge_driver;
+    case DM_TARGET_MIRROR:
+        return &dm_mirror_driver;
+    case DM_TARGET_MULTIPATH:
+        return &dm_multipath_driver;
+    case DM_TARGET_DUST:
+        return &dm_dust_driver;
+    case DM_TARGET_SWITCH:
+        return &dm_switch_driver;
+    case DM_TARGET_LOG_WRITES:
+        return &dm_log_writes_driver;
     default:
         return NULL;
     }

@@ -210,7 +210,8 @@ static int message_run(struct io_session *s, int argc, char **argv)
         return ret;
     }
     if (reply) {
-        printf("%s\n", reply);
+        size_t len = strlen(reply);
+        printf("%s%s", reply, len && reply[len - 1] == '\n' ? "" : "\n");
         free(reply);
     }
     return 0;
