@@ -644,18 +644,6 @@ static int crypt_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
     return vd_discard(s->child, len, s->offset + off);
 }
 
-/* Everything is data: a hole underneath does not decrypt to zeroes. */
-static int crypt_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
-                              struct vd_extent *ext)
-{
-    (void)dev;
-    (void)off;
-    memset(ext, 0, sizeof(*ext));
-    ext->len = len;
-    ext->flags = VD_EXT_DATA | VD_EXT_ALLOCATED;
-    return 0;
-}
-
 const struct vd_driver dm_crypt_driver = {
     .name = "crypt",
     .kind = VD_KIND_TARGET,
@@ -668,5 +656,5 @@ const struct vd_driver dm_crypt_driver = {
     .write = crypt_write,
     .zero = crypt_zero,
     .discard = crypt_discard,
-    .block_status = crypt_block_status,
+    .block_status = dm_block_status_data,
 };

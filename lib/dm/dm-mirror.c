@@ -471,18 +471,6 @@ static int mirror_flush(struct vd_dev *dev)
     return 0;
 }
 
-/* Legs may differ in what they allocate: everything is data. */
-static int mirror_block_status(struct vd_dev *dev, uint64_t off,
-                               uint64_t len, struct vd_extent *ext)
-{
-    (void)dev;
-    (void)off;
-    memset(ext, 0, sizeof(*ext));
-    ext->len = len;
-    ext->flags = VD_EXT_DATA | VD_EXT_ALLOCATED;
-    return 0;
-}
-
 /* device_status_char: the first error kind in the kernel's order. */
 static char leg_health(unsigned errors)
 {
@@ -527,6 +515,6 @@ const struct vd_driver dm_mirror_driver = {
     .zero = mirror_zero,
     .discard = mirror_discard,
     .flush = mirror_flush,
-    .block_status = mirror_block_status,
+    .block_status = dm_block_status_data,
     .status = mirror_status,
 };

@@ -391,18 +391,6 @@ static int multipath_flush(struct vd_dev *dev)
     return multipath_io(dev, MPATH_FLUSH, NULL, NULL, 0, 0, 0);
 }
 
-/* Paths may be down: everything is data, and nothing is asked of them. */
-static int multipath_block_status(struct vd_dev *dev, uint64_t off,
-                                  uint64_t len, struct vd_extent *ext)
-{
-    (void)dev;
-    (void)off;
-    memset(ext, 0, sizeof(*ext));
-    ext->len = len;
-    ext->flags = VD_EXT_DATA | VD_EXT_ALLOCATED;
-    return 0;
-}
-
 /* A priority group number 1..#groups; 0 with the error set otherwise. */
 static unsigned group_arg(struct vd_dev *dev, const char *text)
 {
@@ -546,7 +534,7 @@ const struct vd_driver dm_multipath_driver = {
     .zero = multipath_zero,
     .discard = multipath_discard,
     .flush = multipath_flush,
-    .block_status = multipath_block_status,
+    .block_status = dm_block_status_data,
     .status = multipath_status,
     .message = multipath_message,
 };

@@ -685,17 +685,6 @@ static int snap_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
     return ret;
 }
 
-/* The content comes from two devices chunk by chunk: call it all data. */
-static int snap_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
-                             struct vd_extent *ext)
-{
-    (void)dev;
-    (void)off;
-    ext->len = len;
-    ext->flags = VD_EXT_DATA | VD_EXT_ALLOCATED;
-    return 0;
-}
-
 /* The kernel's snapshot_status, STATUSTYPE_INFO. */
 static void snap_status(struct vd_dev *dev, struct vd_strbuf *out)
 {
@@ -729,7 +718,7 @@ static void snap_status(struct vd_dev *dev, struct vd_strbuf *out)
         .write = snap_write,                                               \
         .zero = snap_zero,                                                 \
         .discard = snap_discard,                                           \
-        .block_status = snap_block_status,                                 \
+        .block_status = dm_block_status_data,                              \
         .status = snap_status,                                             \
     }
 

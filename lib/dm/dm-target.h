@@ -55,6 +55,15 @@ int map_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
                      struct vd_extent *ext);
 
 /*
+ * Block status for targets whose bytes are not their devices' bytes as
+ * they lie (crypt, verity, snapshots) or come from devices that may be
+ * down (mirror, multipath): every run is allocated data, so readers never
+ * skip a hole that would not read as zeroes here.
+ */
+int dm_block_status_data(struct vd_dev *dev, uint64_t off, uint64_t len,
+                         struct vd_extent *ext);
+
+/*
  * The common open: parse the "table" option, check that it is one segment
  * of the given type, set dev->size to its length, then call setup, which
  * opens the target's devices and reads its arguments (h->seg->args).

@@ -100,6 +100,17 @@ int dm_seg_add_dev(struct vd_dev *dev, const char *spec, uint64_t offset,
     return ret;
 }
 
+int dm_block_status_data(struct vd_dev *dev, uint64_t off, uint64_t len,
+                         struct vd_extent *ext)
+{
+    (void)dev;
+    (void)off;
+    memset(ext, 0, sizeof(*ext));
+    ext->len = len;
+    ext->flags = VD_EXT_DATA | VD_EXT_ALLOCATED;
+    return 0;
+}
+
 /* Remapping targets: generic data path over the map function. */
 
 int map_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)

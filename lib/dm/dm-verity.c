@@ -312,18 +312,6 @@ static int verity_read(struct vd_dev *dev, void *buf, uint64_t len,
     return ret;
 }
 
-/* Everything is data, so every read goes through verification. */
-static int verity_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
-                               struct vd_extent *ext)
-{
-    (void)dev;
-    (void)off;
-    memset(ext, 0, sizeof(*ext));
-    ext->len = len;
-    ext->flags = VD_EXT_DATA | VD_EXT_ALLOCATED;
-    return 0;
-}
-
 /* The tree's levels and where each starts (verity_ctr); the end of the
  * tree in hash blocks into *end. */
 static int verity_geometry(struct verity_state *s, uint64_t *end)
@@ -492,5 +480,5 @@ const struct vd_driver dm_verity_driver = {
     .open = verity_open,
     .close = verity_close,
     .read = verity_read,
-    .block_status = verity_block_status,
+    .block_status = dm_block_status_data,
 };
