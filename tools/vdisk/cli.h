@@ -28,6 +28,8 @@ int cmd_check(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_dm(int argc, char **argv);
+/* vdisk dm SUBCOMMAND other than check (argv[0]), with its --help text. */
+int cmd_dm_kernel(int argc, char **argv, const char *usage);
 int cmd_volume(int argc, char **argv);
 int cmd_pmem(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

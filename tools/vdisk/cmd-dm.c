@@ -2,7 +2,8 @@
  * vdisk dm: device-mapper tables. "vdisk dm check TABLE" validates a
  * table file the way the kernel's target constructors would and prints it
  * in the canonical form `dmsetup table` shows. Tables are used as devices
- * with the spec dm:TABLE in every other command.
+ * with the spec dm:TABLE in every other command. The other subcommands
+ * drive the kernel's device-mapper as dmsetup does (cmd-dm-kernel.c).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -13,7 +14,7 @@
 #include "dm/dm-table.h"
 
 static const char usage_text[] =
-    "Usage: vdisk dm check TABLE\n"
+    "Usage: vdisk dm SUBCOMMAND [OPTIONS] [ARGS]\n"
     "Device-mapper tables: one 'START LENGTH TARGET ARGS...' line per\n"
     "segment, in 512-byte sectors, as dmsetup reads them.\n"
     "\n"
@@ -23,7 +24,33 @@ static const char usage_text[] =
     "  -h, --help    show this help\n"
     "\n"
     "Open a table as a device with the spec dm:TABLE, e.g.\n"
-    "'vdisk io -c \"read 0 4k\" dm:t.table'.\n";
+    "'vdisk io -c \"read 0 4k\" dm:t.table'.\n"
+    "\n"
+    "The kernel's device-mapper (/dev/mapper/control), as dmsetup:\n"
+    "  create NAME [TABLEFILE] [-u UUID] [-r] [--notable] [--table LINE]\n"
+    "                create a device, load the table (from TABLEFILE,\n"
+    "                --table or standard input) and activate it\n"
+    "  load NAME [TABLEFILE] [-r] [--table LINE]\n"
+    "                load an inactive table (resume swaps it in)\n"
+    "  suspend [--noflush] [--nolockfs] NAME\n"
+    "  resume NAME\n"
+    "  remove [-f] [--deferred] NAME\n"
+    "                -f: replace the table of an open device with one that\n"
+    "                fails all I/O, then remove it\n"
+    "  rename NAME NEWNAME | rename NAME --setuuid UUID\n"
+    "  message NAME SECTOR MESSAGE...\n"
+    "  info [NAME]   state, tables, open count, event number, numbers, UUID\n"
+    "  ls [--target TYPE]\n"
+    "                devices as 'NAME<tab>(MAJOR, MINOR)'\n"
+    "  table [NAME]  the loaded table lines\n"
+    "  status [NAME] the targets' status lines\n"
+    "  deps [NAME]   the devices the table uses\n"
+    "  targets       the target types the kernel has, with versions\n"
+    "  version       vdisk's and the kernel driver's version\n"
+    "Devices: NAME, or -u UUID, or -j MAJOR -m MINOR (--device MAJOR:MINOR).\n"
+    "Without NAME, info, table, status and deps go through every device.\n"
+    "message, status and table of dm:TABLE use the userspace targets.\n"
+    "Names are 1..127 bytes without '/'; UUIDs at most 128 bytes.\n";
 
 static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -63,14 +90,13 @@ int cmd_dm(int argc, char **argv)
         }
     }
     if (optind >= argc) {
-        return cli_usage_error("missing subcommand (check)");
+        return cli_usage_error("missing subcommand");
     }
-    const char *sub = argv[optind++];
+    const char *sub = argv[optind];
     if (strcmp(sub, "check") != 0) {
-        return cli_usage_error("unknown subcommand '%s' (expected check)",
-                               sub);
+        return cmd_dm_kernel(argc - optind, argv + optind, usage_text);
     }
-    if (optind >= argc) {
+    if (++optind >= argc) {
         return cli_usage_error("check: missing TABLE file");
     }
     if (optind + 1 < argc) {
