@@ -579,15 +579,20 @@ int vd_message(struct vd_dev *dev, int argc, char **argv, char **reply)
     return driver_result(ret);
 }
 
+void vd_status_append(struct vd_dev *dev, struct vd_strbuf *out)
+{
+    if (dev->drv->status) {
+        lock(dev);
+        dev->drv->status(dev, out);
+        unlock(dev);
+    }
+}
+
 int vd_status(struct vd_dev *dev, char **text)
 {
     struct vd_strbuf out = VD_STRBUF_INIT;
     vd_strbuf_add(&out, "");
-    if (dev->drv->status) {
-        lock(dev);
-        dev->drv->status(dev, &out);
-        unlock(dev);
-    }
+    vd_status_append(dev, &out);
     *text = vd_strbuf_take(&out);
     return *text ? 0 : vd_err(ENOMEM, "out of memory");
 }

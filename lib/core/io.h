@@ -12,6 +12,8 @@
 #include "../util/compiler.h"
 #include "dev.h"
 
+struct vd_strbuf;
+
 /* Each returns 0 or -errno with the error set. */
 VD_MUST_CHECK int vd_read(struct vd_dev *dev, void *buf, uint64_t len,
                           uint64_t off);
@@ -56,11 +58,13 @@ VD_MUST_CHECK int vd_truncate(struct vd_dev *dev, uint64_t size,
  * Device-mapper target messages and status (driver.h, message and
  * status), with the error set on failure. vd_message: *reply is a
  * malloc'd answer or NULL; -ENOTSUP when the node takes no messages.
- * vd_status: *text is the malloc'd status.
+ * vd_status: *text is the malloc'd status; vd_status_append adds it to
+ * out (a target printing its segments' status).
  */
 VD_MUST_CHECK int vd_message(struct vd_dev *dev, int argc, char **argv,
                              char **reply);
 VD_MUST_CHECK int vd_status(struct vd_dev *dev, char **text);
+void vd_status_append(struct vd_dev *dev, struct vd_strbuf *out);
 
 /* True if all len bytes of buf are zero. */
 bool vd_buf_is_zero(const void *buf, size_t len);

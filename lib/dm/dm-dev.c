@@ -426,14 +426,10 @@ static void dm_status(struct vd_dev *dev, struct vd_strbuf *out)
     const struct dm_state *s = vd_priv(dev);
     for (size_t i = 0; i < s->table->nr_segs; i++) {
         const struct dm_segment *seg = &s->table->segs[i];
-        char *text = NULL;
-        if (vd_status(dev->children[i], &text) < 0) {
-            out->oom = 1;
-            return;
-        }
-        vd_strbuf_addf(out, "%" PRIu64 " %" PRIu64 " %s %s\n", seg->start,
-                       seg->len, dm_target_name(seg->type), text);
-        free(text);
+        vd_strbuf_addf(out, "%" PRIu64 " %" PRIu64 " %s ", seg->start,
+                       seg->len, dm_target_name(seg->type));
+        vd_status_append(dev->children[i], out);
+        vd_strbuf_addc(out, '\n');
     }
 }
 
