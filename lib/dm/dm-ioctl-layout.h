@@ -61,6 +61,11 @@ static inline void dm_put64(uint8_t *buf, size_t off, uint64_t v)
 /* Every payload record starts 8-byte aligned. */
 #define DM_ALIGN          8u
 
+static inline size_t dm_align8(size_t x)
+{
+    return (x + DM_ALIGN - 1) & ~(size_t)(DM_ALIGN - 1);
+}
+
 /* ---- struct dm_ioctl: 312 bytes, the head of every command -------------- */
 
 struct dm_ioctl {
