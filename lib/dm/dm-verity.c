@@ -27,10 +27,19 @@
  * ignore_corruption is set: then the read succeeds with the data as read
  * and the corruption is only counted, as the kernel logs it.
  * restart_on_corruption and panic_on_corruption fail the read like the
- * default and say what the kernel would have done. FEC arguments are
- * parsed and the FEC device opened, but nothing is corrected: a corrupt
- * block fails as without FEC. root_hash_sig_key_desc is refused: there is
- * no kernel keyring signature check in userspace.
+ * default and say what the kernel would have done.
+ *
+ * FEC. With use_fec_from_device, a data or hash block that fails its
+ * digest is first decoded from the Reed-Solomon code (dm-verity-fec.c),
+ * as the kernel does before it handles the corruption: a decoded block
+ * with the right digest is used (a hash block is then cached as
+ * verified) and counted as corrected; else the block is corrupt as
+ * without FEC, and the message says why FEC did not help. A corrected
+ * data block is not marked verified for check_at_most_once: what is on
+ * the device is still corrupt.
+ *
+ * root_hash_sig_key_desc is refused: there is no kernel keyring signature
+ * check in userspace.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -45,6 +54,7 @@
 #include "../core/io.h"
 #include "../util/checked.h"
 #include "dm-target.h"
+#include "dm-verity-fec.h"
 
 #define VERITY_MAX_LEVELS      63
 #define VERITY_MAX_HASH_BLOCK  (1u << 20)
@@ -66,6 +76,9 @@ struct verity_state {
     bool have_zero_digest;
     atomic_uint_least64_t *verified; /* check_at_most_once: bit per block */
     atomic_uint_least64_t corrupted; /* corruptions seen */
+    bool have_fec;
+    struct verity_fec fec;
+    atomic_uint_least64_t corrected; /* blocks FEC corrected */
     pthread_mutex_t lock;            /* the cache */
     unsigned cache_entries;
     uint64_t *cache_block;           /* UINT64_MAX: empty */
@@ -140,9 +153,11 @@ static void cache_put(struct verity_state *s, uint64_t nr, const uint8_t *in)
 
 /*
  * A corrupt block: 0 with ignore_corruption (the corruption is counted),
- * else -EIO with the message.
+ * else -EIO with the message; fec_note says why FEC did not correct it
+ * ("" without FEC).
  */
-static int verity_corrupt(struct vd_dev *dev, bool data, uint64_t block)
+static int verity_corrupt(struct vd_dev *dev, bool data, uint64_t block,
+                          const char *fec_note)
 {
     struct verity_state *s = vd_priv(dev);
     const struct dm_verity_args *a = s->a;
@@ -161,14 +176,77 @@ static int verity_corrupt(struct vd_dev *dev, bool data, uint64_t block)
                       "digest does not match the hash tree%s%s",
                       dev->filename, block, start,
                       start + a->data_block_size - 1, a->data_dev,
-                      a->algorithm, what[a->corruption_mode],
-                      a->fec_dev ? " (FEC is not run in userspace)" : "");
+                      a->algorithm, what[a->corruption_mode], fec_note);
     }
     return vd_err(EIO, "%s: verity: hash block %" PRIu64 " of %s is "
                   "corrupted: its %s digest does not match the level above"
                   "%s%s", dev->filename, block, a->hash_dev, a->algorithm,
-                  what[a->corruption_mode],
-                  a->fec_dev ? " (FEC is not run in userspace)" : "");
+                  what[a->corruption_mode], fec_note);
+}
+
+/*
+ * Block `fec_block` of the FEC area decoded into out when it then has the
+ * digest want: 1, or 0 with *fec_note saying why not (also without FEC),
+ * or -errno when a device cannot be read.
+ */
+static int verity_fec_try(struct vd_dev *dev, EVP_MD_CTX *ctx,
+                          uint64_t fec_block, const uint8_t *want,
+                          uint8_t *out, const char **fec_note)
+{
+    struct verity_state *s = vd_priv(dev);
+    uint32_t bs = s->fec.block_size;
+    uint8_t real[EVP_MAX_MD_SIZE];
+    *fec_note = "";
+    if (!s->have_fec) {
+        return 0;
+    }
+    uint8_t *block = malloc(bs);
+    int ret = block ? verity_fec_correct(&s->fec, fec_block, block)
+                    : vd_err(ENOMEM, "out of memory");
+    if (ret == -EBADMSG) {
+        *fec_note = " (FEC: too many errors to correct)";
+        ret = 0;
+    } else if (ret >= 0) {
+        ret = verity_digest(s, ctx, block, bs, real);
+        if (ret == 0 && memcmp(real, want, s->digest_size) == 0) {
+            memcpy(out, block, bs);
+            atomic_fetch_add(&s->corrected, 1);
+            ret = 1;
+        } else if (ret == 0) {
+            *fec_note = " (FEC: the decoded block does not match either)";
+        }
+    }
+    free(block);
+    return ret;
+}
+
+/*
+ * Hash block nr into out, checked against want and corrected with FEC
+ * where it does not match; cached once verified.
+ */
+static int verity_hash_block(struct vd_dev *dev, EVP_MD_CTX *ctx, uint64_t nr,
+                             const uint8_t *want, uint8_t *out)
+{
+    struct verity_state *s = vd_priv(dev);
+    const struct dm_verity_args *a = s->a;
+    uint8_t real[EVP_MAX_MD_SIZE];
+    const char *fec_note;
+    int ret = vd_read(s->hash, out, a->hash_block_size,
+                      nr * a->hash_block_size);
+    if (ret == 0) {
+        ret = verity_digest(s, ctx, out, a->hash_block_size, real);
+    }
+    if (ret == 0 && memcmp(real, want, s->digest_size) != 0) {
+        ret = verity_fec_try(dev, ctx, nr - a->hash_start_block +
+                             a->nr_data_blocks, want, out, &fec_note);
+        if (ret == 0) {
+            return verity_corrupt(dev, false, nr, fec_note);
+        }
+    }
+    if (ret >= 0) {
+        cache_put(s, nr, out);
+    }
+    return ret < 0 ? ret : 0;
 }
 
 /*
@@ -181,8 +259,6 @@ static int verity_level0(struct vd_dev *dev, EVP_MD_CTX *ctx, uint64_t block,
                          uint8_t *out, uint8_t *want)
 {
     struct verity_state *s = vd_priv(dev);
-    uint32_t hbs = s->a->hash_block_size;
-    uint8_t real[EVP_MAX_MD_SIZE];
     uint64_t nr;
     unsigned offset;
 
@@ -197,16 +273,8 @@ static int verity_level0(struct vd_dev *dev, EVP_MD_CTX *ctx, uint64_t block,
     for (unsigned level = s->levels; level-- > 0;) {
         verity_hash_at(s, block, level, &nr, &offset);
         if (!cache_get(s, nr, out)) {
-            int ret = vd_read(s->hash, out, hbs, nr * hbs);
-            if (ret == 0) {
-                ret = verity_digest(s, ctx, out, hbs, real);
-            }
+            int ret = verity_hash_block(dev, ctx, nr, want, out);
             if (ret < 0) {
-                return ret;
-            }
-            if (memcmp(real, want, s->digest_size) == 0) {
-                cache_put(s, nr, out);
-            } else if ((ret = verity_corrupt(dev, false, nr)) < 0) {
                 return ret;
             }
         }
@@ -272,7 +340,14 @@ static int verity_check(struct vd_dev *dev, EVP_MD_CTX *ctx, uint8_t *buf,
         }
         if (memcmp(real, want, s->digest_size) == 0) {
             bitmap_set(s, block);
-        } else if ((ret = verity_corrupt(dev, true, block)) < 0) {
+            continue;
+        }
+        const char *fec_note;
+        ret = verity_fec_try(dev, ctx, block, want, data, &fec_note);
+        if (ret == 0) {
+            ret = verity_corrupt(dev, true, block, fec_note);
+        }
+        if (ret < 0) {
             return ret;
         }
     }
@@ -409,7 +484,8 @@ static int verity_setup(struct vd_dev *dev, struct dm_seg_head *h)
     const struct dm_verity_args *a = &h->seg->args.verity;
     uint32_t dsectors = a->data_block_size >> DM_SECTOR_SHIFT;
     uint32_t hsectors = a->hash_block_size >> DM_SECTOR_SHIFT;
-    uint64_t end = 0, hash_sectors = 0;
+    uint64_t end = 0, hash_sectors = 0, data_bytes = 0, hash_bytes = 0;
+    uint64_t fec_bytes = 0;
     s->a = a;
     dev->flags |= VD_OPEN_RDONLY;
     s->nr_blocks = (h->seg->len + dsectors - 1) / dsectors;
@@ -431,18 +507,32 @@ static int verity_setup(struct vd_dev *dev, struct dm_seg_head *h)
     if (ret == 0 && vd_mul_overflow(end, hsectors, &hash_sectors)) {
         ret = vd_err(EINVAL, "verity: the hash tree is too large");
     }
+    /* FEC reads all the data blocks and the hash blocks it covers. */
+    s->have_fec = a->fec_dev != NULL;
+    if (ret == 0 && s->have_fec) {
+        ret = verity_fec_geometry(&s->fec, a, &data_bytes, &hash_bytes,
+                                  &fec_bytes);
+    }
     if (ret < 0) {
         vd_err_prefix("%s", dev->filename);
     }
     if (ret == 0) {
-        ret = dm_seg_add_dev(dev, a->data_dev, 0, s->nr_blocks * dsectors,
+        ret = dm_seg_add_dev(dev, a->data_dev, 0,
+                             VD_MAX(s->nr_blocks * dsectors,
+                                    data_bytes >> DM_SECTOR_SHIFT),
                              &s->data);
     }
     if (ret == 0) {
-        ret = dm_seg_add_dev(dev, a->hash_dev, 0, hash_sectors, &s->hash);
+        ret = dm_seg_add_dev(dev, a->hash_dev, 0,
+                             VD_MAX(hash_sectors,
+                                    hash_bytes >> DM_SECTOR_SHIFT),
+                             &s->hash);
     }
-    if (ret == 0 && a->fec_dev) {
-        ret = dm_seg_add_dev(dev, a->fec_dev, 0, 0, NULL);
+    if (ret == 0 && s->have_fec) {
+        ret = dm_seg_add_dev(dev, a->fec_dev, 0, fec_bytes >> DM_SECTOR_SHIFT,
+                             &s->fec.fec);
+        s->fec.data = s->data;
+        s->fec.hash = s->hash;
     }
     if (ret == 0) {
         ret = verity_alloc(s);
@@ -471,6 +561,20 @@ static void verity_close(struct vd_dev *dev)
     dm_seg_close(dev);
 }
 
+/* As the kernel's STATUSTYPE_INFO: C once a block was found corrupt (and
+ * not corrected), else V; then the blocks FEC corrected, or - without
+ * FEC. */
+static void verity_status(struct vd_dev *dev, struct vd_strbuf *out)
+{
+    struct verity_state *s = vd_priv(dev);
+    vd_strbuf_addf(out, "%c", atomic_load(&s->corrupted) ? 'C' : 'V');
+    if (s->have_fec) {
+        vd_strbuf_addf(out, " %" PRIu64, (uint64_t)atomic_load(&s->corrected));
+    } else {
+        vd_strbuf_add(out, " -");
+    }
+}
+
 const struct vd_driver dm_verity_driver = {
     .name = "verity",
     .kind = VD_KIND_TARGET,
@@ -481,4 +585,5 @@ const struct vd_driver dm_verity_driver = {
     .close = verity_close,
     .read = verity_read,
     .block_status = dm_block_status_data,
+    .status = verity_status,
 };

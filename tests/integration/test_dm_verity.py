@@ -4,7 +4,8 @@ Hash trees are made by `veritysetup format` (Debian's cryptsetup-bin) with
 several option combinations; the table is built from its output the way
 veritysetup builds the kernel's (hash_start_block past the superblock),
 and everything read through vdisk must equal the data. Corrupted data and
-hash blocks must fail the reads under them, and only those.
+hash blocks must fail the reads under them, and only those, unless the
+Reed-Solomon parity of `veritysetup format --fec-device` corrects them.
 """
 
 import random
@@ -169,8 +170,10 @@ def test_corrupt_data_block(vdisk, tmp, tree):
         f"20480..24575 of {data_path}) is corrupted: its sha256 digest "
         "does not match the hash tree\n")
     # The block fails, its neighbours read.
-    r = io_read(spec, "read 20k 4k", expect_rc=1)
+    r = io_read(spec, "status", "read 20k 4k", "status", expect_rc=1)
     assert "read failed: Input/output error" in r.stdout
+    assert [l for l in r.stdout.splitlines() if "verity" in l] == [
+        "0 2048 verity V -", "0 2048 verity C -"]
     io_read(spec, "read 0 20k", "read 24k 1000k")
     # ignore_corruption: reads succeed, with the data as it is.
     spec = verity_table(tmp / "i.table", f, data_path, hash_path, 1,
@@ -263,21 +266,106 @@ def test_read_only(vdisk, tmp, tree):
     assert '"data": true' in r.stdout
 
 
-def test_fec_parsed_not_run(vdisk, tmp, tree):
-    data_path, hash_path, f, data = tree
-    fec = tmp / "fec.img"
-    fec.write_bytes(bytes(64 * KiB))
-    opt_args = ("use_fec_from_device", str(fec), "fec_roots", "2",
-                "fec_blocks", "260", "fec_start", "0")
-    spec = verity_table(tmp / "v.table", f, data_path, hash_path, 1,
-                        opt_args=opt_args)
+def fec_tree(tmp, roots, dbs, blocks):
+    """veritysetup format with a FEC device; the table's FEC arguments
+    are those veritysetup gives the kernel: the code covers the data and
+    the hash device from the tree on. Returns the paths, the data, the
+    rounds of the interleaving and a maker of tables with FEC and the
+    optional arguments given."""
+    data_path = tmp / "data.img"
+    data = make_data(data_path, blocks, dbs)
+    hash_path, fec_path = tmp / "hash.img", tmp / "fec.img"
+    f = vformat(data_path, hash_path, f"--data-block-size={dbs}",
+                f"--hash-block-size={dbs}", f"--fec-device={fec_path}",
+                f"--fec-roots={roots}")
+    fec_blocks = blocks + hash_path.stat().st_size // dbs - 1
+    rounds = -(-fec_blocks // (255 - roots))
+    opt_args = ("use_fec_from_device", str(fec_path), "fec_roots",
+                str(roots), "fec_blocks", str(fec_blocks), "fec_start", "0")
+
+    def table(name, *more_args):
+        return verity_table(tmp / name, f, data_path, hash_path, 1,
+                            opt_args=opt_args + more_args)
+    return data_path, hash_path, fec_path, f, data, table, rounds
+
+
+def veritysetup_fec_errors(f, data_path, hash_path, fec_path):
+    r = subprocess.run(["veritysetup", "verify", f"--fec-device={fec_path}",
+                        f"--fec-roots={f['FEC RS roots']}", data_path,
+                        hash_path, f["Root hash"]], capture_output=True,
+                       text=True)
+    m = re.search(r"Found (\d+) repairable errors", r.stdout + r.stderr)
+    return int(m.group(1)) if m else 0
+
+
+@pytest.mark.parametrize("roots, dbs, blocks",
+                         [(2, 4096, 256), (24, 4096, 256), (24, 1024, 700)])
+def test_fec_corrects(vdisk, tmp, roots, dbs, blocks):
+    data_path, hash_path, fec_path, f, data, table, rounds = fec_tree(
+        tmp, roots, dbs, blocks)
+    spec = table("v.table")
+    # Roots / 2 bad bytes in each codeword at byte 100 of the blocks (its
+    # bytes are `rounds` blocks apart), a run of bad bytes in block 3 (one
+    # per codeword) and a bad level-0 hash block (hash block 2).
+    bad = [5 + i * rounds for i in range(roots // 2)]
+    for b in bad:
+        poke(data_path, b * dbs + 100)
+    for i in range(50):
+        poke(data_path, 3 * dbs + 1000 + i)
+    poke(hash_path, 2 * dbs + 9)
+    # The reference finds the same errors with the same parity.
+    assert veritysetup_fec_errors(f, data_path, hash_path,
+                                  fec_path) == len(bad) + 51
     out = tmp / "out.raw"
     convert(spec, out)
     assert out.read_bytes() == data
-    poke(data_path, 7 * 4096)
+    b = bad[-1]
+    io_read(spec, f"read -P {data[b * dbs]} {b * dbs} 1",
+            f"read -P {data[3 * dbs + 1000]} {3 * dbs + 1000} 1")
+    # Status counts the corrected blocks. check_at_most_once corrects
+    # again each time: the device is still bad.
+    read = f"read -P {data[3 * dbs + 1000]} {3 * dbs + 1000} 1"
+    r = io_read(table("c.table", "check_at_most_once"), "status", read,
+                "status", read, "status")
+    status = [l.split()[3:] for l in r.stdout.splitlines() if "verity" in l]
+    assert status[0] == ["V", "0"]
+    first = int(status[1][1])
+    assert first >= 1 and status[2] == ["V", str(first + 1)]
+
+
+def test_fec_too_many_errors(vdisk, tmp):
+    data_path, hash_path, fec_path, f, data, table, rounds = fec_tree(
+        tmp, 24, 4096, 256)
+    spec = table("v.table")
+    # 13 bad bytes in the codewords at byte 100: more than 24 roots fix.
+    for i in range(13):
+        poke(data_path, (5 + i * rounds) * 4096 + 100)
     r = convert(spec, tmp / "out.raw", expect_rc=1)
-    assert "data block 7 " in r.stderr
-    assert "FEC is not run in userspace" in r.stderr
+    assert r.stderr == (
+        f"vdisk convert: {tmp / 'v.table'}:1: verity: data block 5 (bytes "
+        f"20480..24575 of {data_path}) is corrupted: its sha256 digest "
+        "does not match the hash tree (FEC: too many errors to correct)\n")
+    r = io_read(spec, "read 20k 4k", "status", expect_rc=1)
+    assert r.stdout.splitlines()[-1] == "0 2048 verity C 0"
+    # Blocks outside those codewords read.
+    io_read(spec, "read 0 20k", "read 24k 4k")
+    # With ignore_corruption the block reads as it is on the device.
+    out = tmp / "out.raw"
+    convert(table("i.table", "ignore_corruption"), out)
+    assert out.read_bytes() == data_path.read_bytes()
+    # Two roots: two bad bytes in one codeword are not corrected, whatever
+    # the decoder makes of them; the hash tree has the last word.
+    data_path, hash_path, fec_path, f, data, table, rounds = fec_tree(
+        tmp, 2, 4096, 256)
+    spec = table("v.table")
+    for b in (5, 5 + rounds):
+        poke(data_path, b * 4096 + 100)
+    r = convert(spec, tmp / "out.raw", expect_rc=1)
+    assert re.search(r"verity: data block (5|7) .*\(FEC: ", r.stderr)
+    # The FEC device must hold the parity of the whole area.
+    fec_path.write_bytes(fec_path.read_bytes()[:4096])
+    r = run_vdisk("info", spec, expect_rc=1)
+    assert f"device '{fec_path}' is too small" in r.stderr
 
 
 def test_refused(vdisk, tmp, tree):
