@@ -130,6 +130,44 @@ static int mem_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
     return 0;
 }
 
+/*
+ * Grow or shrink; formats that allocate at the end (qcow2, VHDX) need it
+ * over a memory disk as over a file. Memory is taken on first write
+ * whatever the preallocation mode, so the modes change nothing here.
+ */
+static int mem_truncate(struct vd_dev *dev, uint64_t size,
+                        enum vd_prealloc prealloc)
+{
+    struct mem_state *s = vd_priv(dev);
+    (void)prealloc;
+    if (size > MEM_MAX_SIZE) {
+        return vd_err(EFBIG, "mem: size %llu is larger than 64 GiB",
+                      (unsigned long long)size);
+    }
+    uint64_t nr = (size + MEM_CHUNK - 1) / MEM_CHUNK;
+    for (uint64_t i = nr; i < s->nr_chunks; i++) {
+        free(s->chunks[i]);
+        s->chunks[i] = NULL;
+    }
+    /* What a shrink cuts off reads as zeroes if the disk grows again. */
+    if (size % MEM_CHUNK && nr <= s->nr_chunks && s->chunks[nr - 1]) {
+        memset(s->chunks[nr - 1] + size % MEM_CHUNK, 0,
+               MEM_CHUNK - size % MEM_CHUNK);
+    }
+    if (nr > s->nr_chunks) {
+        uint8_t **grown = realloc(s->chunks, nr * sizeof(*grown));
+        if (!grown) {
+            return vd_err(ENOMEM, "mem: out of memory");
+        }
+        memset(grown + s->nr_chunks, 0,
+               (nr - s->nr_chunks) * sizeof(*grown));
+        s->chunks = grown;
+        s->nr_chunks = nr;
+    }
+    vd_dev_set_size(dev, size);
+    return 0;
+}
+
 const struct vd_driver mem_driver = {
     .name = "mem",
     .kind = VD_KIND_BACKEND,
@@ -142,4 +180,5 @@ const struct vd_driver mem_driver = {
     .zero = mem_zero,
     .discard = mem_discard,
     .block_status = mem_block_status,
+    .truncate = mem_truncate,
 };

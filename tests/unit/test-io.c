@@ -339,6 +339,26 @@ TEST(spec_parsing)
     CHECK(vd_dev_open_spec("mem:12Q", NULL, 0) == NULL);
 }
 
+/* A memory disk grows and shrinks; bytes cut off come back as zeroes. */
+TEST(mem_truncate)
+{
+    struct vd_dev *dev = vd_dev_open_spec("mem:100k", NULL, 0);
+    CHECK(dev != NULL);
+    static uint8_t buf[200 << 10];
+    memset(buf, 0xab, sizeof(buf));
+    CHECK(vd_write(dev, buf, 100 << 10, 0, 0) == 0);
+    CHECK(vd_truncate(dev, 70 << 10, VD_PREALLOC_OFF) == 0);
+    CHECK_EQ_U64(dev->size, 70 << 10);
+    CHECK(vd_truncate(dev, 200 << 10, VD_PREALLOC_OFF) == 0);
+    CHECK_EQ_U64(dev->size, 200 << 10);
+    CHECK(vd_read(dev, buf, sizeof(buf), 0) == 0);
+    CHECK(buf[0] == 0xab && buf[(70 << 10) - 1] == 0xab);
+    CHECK(vd_buf_is_zero(buf + (70 << 10), (130 << 10)));
+    CHECK(vd_write(dev, buf, 4096, (196 << 10), 0) == 0);
+    CHECK(vd_truncate(dev, 65ull << 30, VD_PREALLOC_OFF) == -EFBIG);
+    vd_dev_unref(dev);
+}
+
 TEST(buf_is_zero)
 {
     uint8_t b[100] = { 0 };
@@ -363,6 +383,7 @@ int main(void)
     RUN(concurrent_unaligned_writes_sharing_blocks);
     RUN(create_is_atomic);
     RUN(spec_parsing);
+    RUN(mem_truncate);
     RUN(buf_is_zero);
     return harness_exit();
 }
