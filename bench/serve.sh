@@ -17,52 +17,26 @@
 # default 5), JOBS (default 2).
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-vdisk=${VDISK:-$repo/build/vdisk}
+# shellcheck source=bench/nbd.bash
+source "$(dirname "$0")/nbd.bash"
 size_mib=${SIZE_MIB:-1024}
 runtime=${RUNTIME:-5}
 jobs=${JOBS:-2}
 
-for tool in qemu-nbd nbdcopy jq bc; do
-    command -v "$tool" >/dev/null || { echo "$0: needs $tool" >&2; exit 1; }
-done
-[ -x "$vdisk" ] || { echo "$0: no vdisk binary at $vdisk (set VDISK)" >&2
-                     exit 1; }
+nbd_setup serve qemu-nbd nbdcopy jq bc
 have_fio=false
 if command -v fio >/dev/null && fio --enghelp=nbd 2>/dev/null | grep -q uri
 then
     have_fio=true
 fi
-
-dir=$(mktemp -d "${TMPDIR:-/var/tmp}/vdisk-serve-bench.XXXXXX")
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
 img=$dir/disk.raw
 
 echo "Creating a ${size_mib} MiB image in $dir ..."
 dd if=/dev/urandom of="$img" bs=1M count="$size_mib" status=none
 sync
 
-wait_socket() {
-    for _ in $(seq 200); do
-        [ -S "$1" ] && return 0
-        sleep 0.05
-    done
-    echo "$0: server socket $1 did not appear" >&2
-    exit 1
-}
-
-qemu-nbd -f raw -t -e 4 -k "$dir/qemu.sock" "$img" &
-pids+=($!)
-"$vdisk" serve -f raw -t -e 4 -k "$dir/vdisk.sock" "$img" &
-pids+=($!)
+start_server qemu-nbd -f raw -t -e 4 -k "$dir/qemu.sock" "$img"
+start_server "$vdisk" serve -f raw -t -e 4 -k "$dir/vdisk.sock" "$img"
 wait_socket "$dir/qemu.sock"
 wait_socket "$dir/vdisk.sock"
 sleep 0.2
@@ -78,7 +52,7 @@ fio_run() {
         --runtime="$runtime" --ramp_time=1 --size="${size_mib}M" \
         >/dev/null
     local side=read
-    case $3 in *write) side=write ;; esac
+    case $3 in *write) side='write' ;; esac
     jq -r --arg s "$side" \
         '.jobs[0][$s] | "\(.bw / 1024) \(.iops)"' "$out"
 }

@@ -24,34 +24,15 @@
 # (default 2).
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-vdisk=${VDISK:-$repo/build/vdisk}
+# shellcheck source=bench/nbd.bash
+source "$(dirname "$0")/nbd.bash"
 size_mib=${SIZE_MIB:-256}
 runtime=${RUNTIME:-5}
 jobs=${JOBS:-2}
 
-for tool in qemu-nbd qemu-img fio jq bc; do
-    command -v "$tool" >/dev/null || { echo "$0: needs $tool" >&2; exit 1; }
-done
-[ -x "$vdisk" ] || { echo "$0: no vdisk binary at $vdisk (set VDISK)" >&2
-                     exit 1; }
+nbd_setup volume qemu-nbd qemu-img fio jq bc
 fio --enghelp=nbd 2>/dev/null | grep -q uri ||
     { echo "$0: fio has no nbd engine" >&2; exit 1; }
-
-dir=$(mktemp -d "${TMPDIR:-/var/tmp}/vdisk-volume-bench.XXXXXX")
-pids=()
-stop_servers() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    pids=()
-}
-cleanup() {
-    stop_servers
-    rm -rf "$dir"
-}
-trap cleanup EXIT
 
 echo "Creating a ${size_mib} MiB volume and qcow2 image in $dir ..."
 dd if=/dev/urandom of="$dir/src.raw" bs=1M count="$size_mib" status=none
@@ -64,21 +45,12 @@ qemu-img convert -f raw -O qcow2 "$dir/src.raw" "$dir/disk.qcow2"
 rm "$dir/src.raw"
 sync
 
-wait_socket() {
-    for _ in $(seq 200); do
-        [ -S "$1" ] && return 0
-        sleep 0.05
-    done
-    echo "$0: server socket $1 did not appear" >&2
-    exit 1
-}
-
 start_servers() {
     rm -f "$dir/qemu.sock" "$dir/vdisk.sock"
-    qemu-nbd -f qcow2 -t -e 4 -k "$dir/qemu.sock" "$dir/disk.qcow2" &
-    pids+=($!)
-    "$vdisk" serve -t -e 4 -k "$dir/vdisk.sock" "dbs:$dir/dev.img:vol" &
-    pids+=($!)
+    start_server qemu-nbd -f qcow2 -t -e 4 -k "$dir/qemu.sock" \
+        "$dir/disk.qcow2"
+    start_server "$vdisk" serve -t -e 4 -k "$dir/vdisk.sock" \
+        "dbs:$dir/dev.img:vol"
     wait_socket "$dir/qemu.sock"
     wait_socket "$dir/vdisk.sock"
     sleep 0.2
