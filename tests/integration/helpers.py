@@ -84,6 +84,16 @@ def run_vdisk(*args, expect_rc=0, input=None, env=None):
     return r
 
 
+def one_error_line(r, command):
+    """r failed with exactly one line on stderr, "vdisk COMMAND: ...", the
+    CLI's error contract; returns that line."""
+    assert r.returncode != 0, r
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
+    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
+    return lines[0]
+
+
 def qemu_img(*args, check=True):
     """Run qemu-img (the reference implementation) with args."""
     return run(["qemu-img", *args], check=check)

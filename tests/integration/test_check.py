@@ -4,16 +4,10 @@ fails with status 1."""
 
 import pytest
 
-from helpers import qemu_img, run_vdisk, write_pattern_file
+from helpers import one_error_line, qemu_img, run_vdisk, write_pattern_file
 
 NOT_SUPPORTED = 63
 
-
-def one_line_error(r, command="check"):
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture
@@ -37,7 +31,7 @@ def image(tmp):
 def test_raw_not_supported_like_qemu(vdisk, image, args):
     before = image.read_bytes()
     r = run_vdisk("check", *args, image, expect_rc=NOT_SUPPORTED)
-    assert "does not support checks" in one_line_error(r)
+    assert "does not support checks" in one_error_line(r, "check")
     assert r.stdout == ""
     assert qemu_img("check", *args, image,
                     check=False).returncode == NOT_SUPPORTED
@@ -63,10 +57,10 @@ def test_bad_input_like_qemu(vdisk, tmp, image, args):
     subst = {"IMG": str(image), "NOSUCH": str(tmp / "nosuch.raw"),
              "DIR": str(tmp)}
     args = [subst.get(a, a) for a in args]
-    one_line_error(run_vdisk("check", *args, expect_rc=1))
+    one_error_line(run_vdisk("check", *args, expect_rc=1), "check")
     assert qemu_img("check", *args, check=False).returncode == 1
 
 
 @pytest.mark.parametrize("opt", ["-Z", "--nosuch"])
 def test_unknown_option(vdisk, image, opt):
-    one_line_error(run_vdisk("check", opt, image, expect_rc=1))
+    one_error_line(run_vdisk("check", opt, image, expect_rc=1), "check")

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from helpers import (file_allocated_bytes, qemu_img, qemu_io, run_vdisk,
-                     vdisk_binary, write_pattern_file)
+from helpers import (file_allocated_bytes, one_error_line, qemu_img, qemu_io,
+                     run_vdisk, vdisk_binary, write_pattern_file)
 
 MiB = 1 << 20
 
@@ -36,12 +36,6 @@ def allocated(path):
     os.sync()
     return file_allocated_bytes(path)
 
-
-def one_error_line(r):
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one error line, got {lines!r}"
-    assert lines[0].startswith("vdisk convert: "), lines[0]
-    return lines[0]
 
 
 def write_with_zero_gaps(path, size, seed=1):
@@ -103,7 +97,7 @@ def test_source_format_contradiction(vdisk, tmp):
     write_pattern_file(src, MiB, [(0, 4096)])
     r = run_vdisk("convert", "-f", "qcow2", f"raw:{src}", tmp / "out",
                   expect_rc=1)
-    one_error_line(r)
+    one_error_line(r, "convert")
     assert not (tmp / "out").exists()
 
 
@@ -195,7 +189,7 @@ def test_bad_sparse_size(vdisk, tmp, value):
     write_pattern_file(src, MiB, [])
     r = run_vdisk("convert", "-S", value, src, tmp / "out", expect_rc=None)
     assert r.returncode != 0
-    one_error_line(r)
+    one_error_line(r, "convert")
     assert not (tmp / "out").exists()
 
 
@@ -204,7 +198,7 @@ def test_bad_parallel(vdisk, tmp, value):
     src = tmp / "src.raw"
     write_pattern_file(src, MiB, [])
     r = run_vdisk("convert", "-m", value, src, tmp / "out", expect_rc=1)
-    one_error_line(r)
+    one_error_line(r, "convert")
 
 
 @pytest.mark.parametrize("extra", [["-m", "1"], ["-m", "16"], ["-W"],
@@ -246,7 +240,7 @@ def test_no_create_into_smaller_target(vdisk, tmp):
     target = os.urandom(MiB)
     (tmp / "small.raw").write_bytes(target)
     r = run_vdisk("convert", "-n", src, tmp / "small.raw", expect_rc=1)
-    one_error_line(r)
+    one_error_line(r, "convert")
     assert read(tmp / "small.raw") == target
     assert qemu_img("convert", "-n", "-f", "raw", "-O", "raw", src,
                     tmp / "small.raw", check=False).returncode != 0
@@ -256,7 +250,7 @@ def test_no_create_missing_target(vdisk, tmp):
     src = tmp / "src.raw"
     write_pattern_file(src, MiB, [])
     r = run_vdisk("convert", "-n", src, tmp / "nope.raw", expect_rc=1)
-    one_error_line(r)
+    one_error_line(r, "convert")
     assert not (tmp / "nope.raw").exists()
 
 
@@ -266,7 +260,7 @@ def test_no_create_rejects_options(vdisk, tmp):
     (tmp / "t.raw").write_bytes(bytes(MiB))
     r = run_vdisk("convert", "-n", "-o", "preallocation=full", src,
                   tmp / "t.raw", expect_rc=1)
-    one_error_line(r)
+    one_error_line(r, "convert")
 
 
 def test_target_is_zero_requires_n(vdisk, tmp):
@@ -274,7 +268,7 @@ def test_target_is_zero_requires_n(vdisk, tmp):
     write_pattern_file(src, MiB, [(0, 4096)])
     r = run_vdisk("convert", "--target-is-zero", src, tmp / "out",
                   expect_rc=1)
-    one_error_line(r)
+    one_error_line(r, "convert")
     assert not (tmp / "out").exists()
     assert qemu_img("convert", "--target-is-zero", src, tmp / "q",
                     check=False).returncode == 1
@@ -328,7 +322,7 @@ def test_bad_creation_option(vdisk, tmp):
     write_pattern_file(src, MiB, [])
     r = run_vdisk("convert", "-o", "nosuch=1", src, tmp / "out",
                   expect_rc=1)
-    one_error_line(r)
+    one_error_line(r, "convert")
     assert not (tmp / "out").exists()
 
 
@@ -374,7 +368,7 @@ def test_help(vdisk):
 
 def test_missing_arguments(vdisk, tmp):
     r = run_vdisk("convert", tmp / "only-one", expect_rc=1)
-    one_error_line(r)
+    one_error_line(r, "convert")
 
 
 # Failures: non-zero exit, one error line, no destination left behind, and
@@ -399,7 +393,7 @@ def make_failure(tmp, case):
 def test_failure_leaves_nothing(vdisk, tmp, case):
     args, dst = make_failure(tmp, case)
     r = run_vdisk("convert", *args, dst, expect_rc=1)
-    line = one_error_line(r)
+    line = one_error_line(r, "convert")
     if case == "compress-raw":
         assert "ompress" in line
     assert not dst.exists()

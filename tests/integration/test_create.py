@@ -6,16 +6,8 @@ import os
 
 import pytest
 
-from helpers import file_allocated_bytes, qemu_img, run_vdisk
+from helpers import file_allocated_bytes, one_error_line, qemu_img, run_vdisk
 
-
-def one_line_error(r, command="create"):
-    """r failed with exactly one line on stderr, naming the command."""
-    assert r.returncode != 0, r
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
-    return lines[0]
 
 
 def create_both(tmp, args, size=None):
@@ -105,13 +97,13 @@ def test_options_in_two_lists(vdisk, tmp):
 def test_size_given_twice(vdisk, tmp):
     r = run_vdisk("create", "-o", "size=4M", tmp / "x.raw", "8M",
                   expect_rc=1)
-    one_line_error(r)
+    one_error_line(r, "create")
     assert leftovers(tmp) == []
 
 
 def test_size_missing(vdisk, tmp):
     r = run_vdisk("create", "-f", "raw", tmp / "x.raw", expect_rc=1)
-    assert "size" in one_line_error(r)
+    assert "size" in one_error_line(r, "create")
     assert leftovers(tmp) == []
 
 
@@ -151,20 +143,20 @@ def test_backing_not_supported(vdisk, tmp):
     run_vdisk("create", "-q", base, "1M")
     r = run_vdisk("create", "-f", "raw", "-b", base, "-F", "raw",
                   tmp / "x.raw", "1M", expect_rc=1)
-    assert "Backing file not supported for format 'raw'" in one_line_error(r)
+    assert "Backing file not supported for format 'raw'" in one_error_line(r, "create")
     assert leftovers(tmp) == ["base.raw"]
 
 
 def test_backing_format_not_supported(vdisk, tmp):
     r = run_vdisk("create", "-F", "raw", tmp / "x.raw", "1M", expect_rc=1)
-    one_line_error(r)
+    one_error_line(r, "create")
     assert leftovers(tmp) == []
 
 
 @pytest.mark.parametrize("size", ["12Q", "1.5", "-", "abc", "9E", "1e3"])
 def test_bad_size(vdisk, tmp, size):
     r = run_vdisk("create", "-f", "raw", tmp / "x.raw", size, expect_rc=1)
-    one_line_error(r)
+    one_error_line(r, "create")
     assert leftovers(tmp) == []
     # qemu-img refuses these too.
     assert qemu_img("create", "-f", "raw", tmp / "q.raw", size,
@@ -180,7 +172,7 @@ def test_bad_size(vdisk, tmp, size):
 ])
 def test_bad_options_leave_nothing(vdisk, tmp, args):
     r = run_vdisk("create", *args, tmp / "x.raw", "1M", expect_rc=1)
-    one_line_error(r)
+    one_error_line(r, "create")
     assert leftovers(tmp) == []
 
 
@@ -193,7 +185,7 @@ def test_bad_options_leave_nothing(vdisk, tmp, args):
 ])
 def test_bad_usage(vdisk, tmp, args):
     r = run_vdisk("create", *args, expect_rc=1)
-    one_line_error(r)
+    one_error_line(r, "create")
     assert leftovers(tmp) == []
 
 
@@ -201,7 +193,7 @@ def test_directory_as_image(vdisk, tmp):
     d = tmp / "dir"
     d.mkdir()
     r = run_vdisk("create", d, "1M", expect_rc=1)
-    one_line_error(r)
+    one_error_line(r, "create")
     assert d.is_dir()
     assert leftovers(tmp) == ["dir"]
     assert leftovers(d) == []
@@ -209,7 +201,7 @@ def test_directory_as_image(vdisk, tmp):
 
 def test_missing_directory(vdisk, tmp):
     r = run_vdisk("create", tmp / "nodir" / "x.raw", "1M", expect_rc=1)
-    one_line_error(r)
+    one_error_line(r, "create")
     assert leftovers(tmp) == []
 
 
@@ -220,6 +212,6 @@ def test_failed_create_keeps_existing_file(vdisk, tmp):
     path.write_bytes(b"old data")
     r = run_vdisk("create", "-o", "preallocation=falloc", path, "1P",
                   expect_rc=1)
-    one_line_error(r)
+    one_error_line(r, "create")
     assert path.read_bytes() == b"old data"
     assert leftovers(tmp) == ["x.raw"]

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from helpers import qemu_img, run_vdisk, write_pattern_file
+from helpers import one_error_line, qemu_img, run_vdisk, write_pattern_file
 
 MiB = 1 << 20
 SIZE = 10 * MiB
@@ -107,12 +107,6 @@ def test_help(vdisk):
     assert "Usage: vdisk dd" in r.stdout and r.stderr == ""
 
 
-def one_error_line(r):
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("vdisk dd: "), lines
-    return lines[0]
-
 
 @pytest.mark.parametrize("ops", [
     ["bs=1M"],                          # neither if= nor of=
@@ -132,7 +126,7 @@ def test_errors(vdisk, tmp, src, ops):
     out = tmp / "out"
     args = [o.format(src=src, out=out, tmp=tmp) for o in ops]
     r = run_vdisk("dd", *args, expect_rc=1)
-    one_error_line(r)
+    one_error_line(r, "dd")
     assert not out.exists()
     assert qemu_img("dd", *args, check=False).returncode == 1
 

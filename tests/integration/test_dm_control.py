@@ -9,7 +9,7 @@ table and status on the userspace targets.
 
 import pytest
 
-from helpers import run_vdisk
+from helpers import one_error_line, run_vdisk
 
 NO_DM = ("vdisk dm: device-mapper: the kernel has no device-mapper support "
          "(no /dev/mapper/control; load the dm_mod module)")
@@ -40,12 +40,10 @@ def table(tmp):
     return path
 
 
-def one_error_line(r):
-    """The single stderr line of a failed command (no noise around it)."""
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
+def dm_error_line(r):
+    """The single stderr line of a failed command, nothing on stdout."""
     assert r.stdout == ""
-    return lines[0]
+    return one_error_line(r, "dm")
 
 
 KERNEL_COMMANDS = [
@@ -80,16 +78,16 @@ KERNEL_COMMANDS = [
 @pytest.mark.parametrize("args", KERNEL_COMMANDS, ids=" ".join)
 def test_kernel_commands_fail_without_device_mapper(args):
     r = run_vdisk("dm", *args, expect_rc=1)
-    assert one_error_line(r) == NO_DM
+    assert dm_error_line(r) == NO_DM
 
 
 @needs_no_dm
 def test_create_with_table_file_and_stdin(table):
     r = run_vdisk("dm", "create", "vol", str(table), expect_rc=1)
-    assert one_error_line(r) == NO_DM
+    assert dm_error_line(r) == NO_DM
     r = run_vdisk("dm", "create", "vol", expect_rc=1,
                   input=table.read_text())
-    assert one_error_line(r) == NO_DM
+    assert dm_error_line(r) == NO_DM
 
 
 USAGE_ERRORS = [
@@ -123,7 +121,7 @@ USAGE_ERRORS = [
                          ids=[" ".join(a)[:40] for a, _ in USAGE_ERRORS])
 def test_argument_errors_come_first(args, message):
     r = run_vdisk("dm", *args, expect_rc=1)
-    line = one_error_line(r)
+    line = dm_error_line(r)
     assert line.startswith("vdisk dm: ")
     assert message in line
     assert line.endswith(USAGE_HINT)
@@ -133,13 +131,13 @@ def test_invalid_table_is_reported_before_the_kernel(tmp):
     bad = tmp / "bad.table"
     bad.write_text("0 100 linear\n")
     r = run_vdisk("dm", "create", "vol", str(bad), expect_rc=1)
-    line = one_error_line(r)
+    line = dm_error_line(r)
     assert "line 1: linear" in line and "device-mapper" not in line
     r = run_vdisk("dm", "load", "vol", "--table", "0 8 nosuchtarget",
                   expect_rc=1)
-    assert "unknown target type 'nosuchtarget'" in one_error_line(r)
+    assert "unknown target type 'nosuchtarget'" in dm_error_line(r)
     r = run_vdisk("dm", "create", "vol", expect_rc=1, input="0 0 zero\n")
-    assert "device-mapper" not in one_error_line(r)
+    assert "device-mapper" not in dm_error_line(r)
 
 
 def test_table_and_status_of_a_userspace_table(table):
@@ -150,7 +148,7 @@ def test_table_and_status_of_a_userspace_table(table):
     assert [l.split()[:3] for l in lines] == [["0", "100", "linear"],
                                              ["100", "50", "zero"]]
     r = run_vdisk("dm", "message", f"dm:{table}", "x", "hi", expect_rc=1)
-    assert "invalid sector 'x'" in one_error_line(r)
+    assert "invalid sector 'x'" in dm_error_line(r)
 
 
 def test_message_to_a_userspace_table(tmp):
@@ -167,4 +165,4 @@ def test_message_to_a_userspace_table(tmp):
     assert r.stdout == "countbadblocks: 0 badblock(s) found\n"
     r = run_vdisk("dm", "message", f"dm:{path}", "0", "nonsense",
                   expect_rc=1)
-    assert "nonsense" in one_error_line(r)
+    assert "nonsense" in dm_error_line(r)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import qemu_img, run_vdisk, write_pattern_file
+from helpers import one_error_line, qemu_img, run_vdisk, write_pattern_file
 
 MiB = 1 << 20
 
@@ -24,13 +24,6 @@ LAYOUTS = {
     "big-sparse": (3 << 40, [(1 << 40, 4096)]),
 }
 
-
-def one_line_error(r, command="info"):
-    assert r.returncode != 0, r
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture(params=sorted(LAYOUTS))
@@ -99,16 +92,16 @@ def test_help(vdisk):
 
 def test_missing_file(vdisk, tmp):
     r = run_vdisk("info", tmp / "nosuch.raw", expect_rc=1)
-    assert "nosuch.raw" in one_line_error(r)
+    assert "nosuch.raw" in one_error_line(r, "info")
 
 
 def test_unknown_format(vdisk, image):
     r = run_vdisk("info", "-f", "nosuch", image, expect_rc=1)
-    assert "nosuch" in one_line_error(r)
+    assert "nosuch" in one_error_line(r, "info")
 
 
 def test_directory(vdisk, tmp):
-    one_line_error(run_vdisk("info", tmp, expect_rc=1))
+    one_error_line(run_vdisk("info", tmp, expect_rc=1), "info")
 
 
 @pytest.mark.parametrize("args", [
@@ -119,8 +112,8 @@ def test_directory(vdisk, tmp):
     ["extra.raw"],
 ])
 def test_bad_usage(vdisk, image, args):
-    one_line_error(run_vdisk("info", *args, image, expect_rc=1))
+    one_error_line(run_vdisk("info", *args, image, expect_rc=1), "info")
 
 
 def test_no_file(vdisk):
-    one_line_error(run_vdisk("info", expect_rc=1))
+    one_error_line(run_vdisk("info", expect_rc=1), "info")

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from helpers import qemu_img, run_vdisk, write_pattern_file
+from helpers import one_error_line, qemu_img, run_vdisk, write_pattern_file
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -35,13 +35,6 @@ LAYOUTS = {
     "big-sparse": (3 << 40, [(1 << 40, 4 * KiB), (2 << 40, 1 * MiB)]),
 }
 
-
-def one_line_error(r, command="map"):
-    assert r.returncode != 0, r
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture(params=sorted(LAYOUTS))
@@ -131,15 +124,15 @@ def test_help(vdisk):
 
 def test_missing_file(vdisk, tmp):
     r = run_vdisk("map", tmp / "nosuch.raw", expect_rc=1)
-    assert "nosuch.raw" in one_line_error(r)
+    assert "nosuch.raw" in one_error_line(r, "map")
 
 
 def test_unknown_format(vdisk, image):
-    one_line_error(run_vdisk("map", "-f", "nosuch", image, expect_rc=1))
+    one_error_line(run_vdisk("map", "-f", "nosuch", image, expect_rc=1), "map")
 
 
 def test_directory(vdisk, tmp):
-    one_line_error(run_vdisk("map", tmp, expect_rc=1))
+    one_error_line(run_vdisk("map", tmp, expect_rc=1), "map")
 
 
 @pytest.mark.parametrize("args", [
@@ -153,9 +146,9 @@ def test_directory(vdisk, tmp):
     ["extra.raw"],
 ])
 def test_bad_usage(vdisk, image, args):
-    one_line_error(run_vdisk("map", *args, image, expect_rc=1))
+    one_error_line(run_vdisk("map", *args, image, expect_rc=1), "map")
     assert qemu_img("map", *args, image, check=False).returncode != 0
 
 
 def test_no_file(vdisk):
-    one_line_error(run_vdisk("map", expect_rc=1))
+    one_error_line(run_vdisk("map", expect_rc=1), "map")

@@ -5,17 +5,10 @@ import json
 
 import pytest
 
-from helpers import qemu_img, run_vdisk, write_pattern_file
+from helpers import one_error_line, qemu_img, run_vdisk, write_pattern_file
 
 MiB = 1 << 20
 
-
-def one_line_error(r, command="measure"):
-    assert r.returncode != 0, r
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
-    return lines[0]
 
 
 def assert_same(*args):
@@ -108,19 +101,19 @@ def test_bad_usage_like_qemu(vdisk, tmp, args):
     path = tmp / "img.raw"
     write_pattern_file(path, MiB, [(0, 4096)])
     args = [str(path) if a == "FILE" else a for a in args]
-    one_line_error(run_vdisk("measure", *args, expect_rc=1))
+    one_error_line(run_vdisk("measure", *args, expect_rc=1), "measure")
     assert qemu_img("measure", *args, check=False).returncode == 1
 
 
 @pytest.mark.parametrize("opt", ["-Z", "--nosuch"])
 def test_unknown_option(vdisk, opt):
-    one_line_error(run_vdisk("measure", opt, "--size", "1M", expect_rc=1))
+    one_error_line(run_vdisk("measure", opt, "--size", "1M", expect_rc=1), "measure")
 
 
 def test_missing_file(vdisk, tmp):
     r = run_vdisk("measure", tmp / "nosuch.raw", expect_rc=1)
-    assert "nosuch.raw" in one_line_error(r)
+    assert "nosuch.raw" in one_error_line(r, "measure")
 
 
 def test_directory(vdisk, tmp):
-    one_line_error(run_vdisk("measure", tmp, expect_rc=1))
+    one_error_line(run_vdisk("measure", tmp, expect_rc=1), "measure")

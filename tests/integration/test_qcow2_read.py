@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from helpers import qemu_img, qemu_io, run, run_vdisk
+from helpers import one_error_line, qemu_img, qemu_io, run, run_vdisk
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -285,13 +285,6 @@ def test_explicit_format(vdisk, tmp):
 
 
 # ---------------------------------------------------------------- refusals
-
-def one_error_line(r, command):
-    assert r.returncode != 0
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
-    return lines[0]
 
 
 def test_write_refused_when_corrupt(vdisk, tmp):

@@ -7,18 +7,11 @@ import shutil
 
 import pytest
 
-from helpers import (file_allocated_bytes, qemu_img, run_vdisk,
-                     write_pattern_file)
+from helpers import (file_allocated_bytes, one_error_line, qemu_img,
+                     run_vdisk, write_pattern_file)
 
 MiB = 1 << 20
 
-
-def one_line_error(r, command="resize"):
-    assert r.returncode != 0, r
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
-    return lines[0]
 
 
 def virtual_size(path):
@@ -104,7 +97,7 @@ def test_shrink_keeps_head(vdisk, image):
 def test_shrink_needs_flag(vdisk, image, size):
     before = image.read_bytes()
     r = run_vdisk("resize", image, size, expect_rc=1)
-    assert "--shrink" in one_line_error(r)
+    assert "--shrink" in one_error_line(r, "resize")
     assert image.read_bytes() == before
 
 
@@ -138,7 +131,7 @@ def test_preallocation_like_qemu(vdisk, tmp, mode):
 def test_refused_like_qemu(vdisk, tmp, image, opts, size):
     mine, theirs = pair(tmp, image)
     before = mine.read_bytes()
-    one_line_error(run_vdisk("resize", *opts, mine, size, expect_rc=1))
+    one_error_line(run_vdisk("resize", *opts, mine, size, expect_rc=1), "resize")
     assert mine.read_bytes() == before
     assert qemu_img("resize", "-f", "raw", *opts, theirs, size,
                     check=False).returncode == 1
@@ -152,17 +145,17 @@ def test_help(vdisk):
 
 def test_missing_file(vdisk, tmp):
     r = run_vdisk("resize", tmp / "nosuch.raw", "1M", expect_rc=1)
-    assert "nosuch.raw" in one_line_error(r)
+    assert "nosuch.raw" in one_error_line(r, "resize")
     assert not (tmp / "nosuch.raw").exists()
 
 
 def test_unknown_format(vdisk, image):
-    one_line_error(run_vdisk("resize", "-f", "nosuch", image, "8M",
-                             expect_rc=1))
+    one_error_line(run_vdisk("resize", "-f", "nosuch", image, "8M",
+                             expect_rc=1), "resize")
 
 
 def test_directory(vdisk, tmp):
-    one_line_error(run_vdisk("resize", tmp, "1M", expect_rc=1))
+    one_error_line(run_vdisk("resize", tmp, "1M", expect_rc=1), "resize")
 
 
 @pytest.mark.parametrize("args", [
@@ -174,5 +167,5 @@ def test_directory(vdisk, tmp):
 ])
 def test_bad_usage(vdisk, image, args):
     args = [str(image) if a == "IMG" else a for a in args]
-    one_line_error(run_vdisk("resize", *args, expect_rc=1))
+    one_error_line(run_vdisk("resize", *args, expect_rc=1), "resize")
     assert virtual_size(image) == 4 * MiB

@@ -14,9 +14,8 @@ import uuid
 import pytest
 
 import vhdx_image as V
-from helpers import run_vdisk
-from test_vhdx_read import (MiB, bat_sector, make_image, one_line_error,
-                            qemu_raw, vdisk_raw)
+from helpers import one_error_line, run_vdisk
+from test_vhdx_read import MiB, bat_sector, make_image, qemu_raw, vdisk_raw
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +146,7 @@ def test_corruption(vdisk, pristine, tmp, name, command):
     path.write_bytes(data)
     args = (["info", "-f", "vhdx", path] if command == "info" else
             ["convert", "-f", "vhdx", "-O", "raw", path, tmp / "out.raw"])
-    line = one_line_error(run_vdisk(*args, expect_rc=1), command)
+    line = one_error_line(run_vdisk(*args, expect_rc=1), command)
     assert words in line
     assert not (tmp / "out.raw").exists()
 
@@ -164,7 +163,7 @@ def test_truncated(vdisk, pristine, tmp, length, words):
     for args, cmd in ((["info", "-f", "vhdx", path], "info"),
                       (["convert", "-f", "vhdx", "-O", "raw", path,
                         tmp / "o.raw"], "convert")):
-        assert words in one_line_error(run_vdisk(*args, expect_rc=1), cmd)
+        assert words in one_error_line(run_vdisk(*args, expect_rc=1), cmd)
 
 
 @pytest.mark.parametrize("which", ["header1", "header2", "region-table1",
@@ -231,4 +230,4 @@ def test_random_damage_never_crashes(vdisk, pristine, tmp, seed):
                       tmp / "o.raw"]):
             r = run_vdisk(*args, expect_rc=None)
             if r.returncode != 0:
-                one_line_error(r, args[0])
+                one_error_line(r, args[0])

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 import vhdx_image as V
-from helpers import qemu_img, qemu_io, run, run_vdisk
+from helpers import one_error_line, qemu_img, qemu_io, run, run_vdisk
 
 MiB = 1 << 20
 SIZE = 70 * MiB + 1536  # a multiple of no block size
@@ -47,13 +47,6 @@ MATRIX = [
 def matrix_id(p):
     return f"{p[0]}-bs{p[1]}-log{p[2]}-zero{p[3]}"
 
-
-def one_line_error(r, command):
-    assert r.returncode == 1, r
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
-    return lines[0]
 
 
 def make_image(path, opts="", size=SIZE, writes=WRITES):
@@ -397,7 +390,7 @@ def test_dirty_log_truncated_file(vdisk, clean, tmp):
     descs = [("data", *bat_sector(data, lay, 3, V.ZERO, 0))]
     make_dirty(clean, [(0, 5, 0, descs, len(data) + MiB, len(data))])
     r = run_vdisk("info", clean, expect_rc=1)
-    assert "flushed file offset" in one_line_error(r, "info")
+    assert "flushed file offset" in one_error_line(r, "info")
 
 
 # --- differencing images ----------------------------------------------------
@@ -577,7 +570,7 @@ def test_parent_mismatch(vdisk, parent, tmp):
         ("parent_linkage", linkage(uuid.uuid4().bytes_le)),
         ("relative_path", "base\\parent.vhdx")])
     r = run_vdisk("convert", "-O", "raw", child, tmp / "x.raw", expect_rc=1)
-    assert "data write GUID" in one_line_error(r, "convert")
+    assert "data write GUID" in one_error_line(r, "convert")
 
 
 def test_parent_missing(vdisk, parent, tmp):
@@ -588,7 +581,7 @@ def test_parent_missing(vdisk, parent, tmp):
     assert "backing file: base/parent.vhdx" in human
     # ...reading does.
     r = run_vdisk("convert", "-O", "raw", child, tmp / "x.raw", expect_rc=1)
-    assert "cannot find the parent" in one_line_error(r, "convert")
+    assert "cannot find the parent" in one_error_line(r, "convert")
 
 
 def test_parent_loop(vdisk, tmp):
@@ -601,7 +594,7 @@ def test_parent_loop(vdisk, tmp):
                      ("relative_path", f"{other_name}.vhdx")]))
     r = run_vdisk("convert", "-O", "raw", tmp / "a.vhdx", tmp / "x.raw",
                   expect_rc=1)
-    assert "parent images" in one_line_error(r, "convert")
+    assert "parent images" in one_error_line(r, "convert")
 
 
 def test_parent_sector_size_mismatch(vdisk, tmp):
@@ -612,4 +605,4 @@ def test_parent_sector_size_mismatch(vdisk, tmp):
         8 * MiB, locator=[("parent_linkage", linkage(g)),
                           ("relative_path", "p.vhdx")]))
     r = run_vdisk("info", "--backing-chain", tmp / "c.vhdx", expect_rc=1)
-    assert "sectors" in one_line_error(r, "info")
+    assert "sectors" in one_error_line(r, "info")

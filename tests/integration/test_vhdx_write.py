@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import vhdx_image as V
-from helpers import qemu_img, qemu_io, run, run_vdisk
+from helpers import one_error_line, qemu_img, qemu_io, run, run_vdisk
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -126,13 +126,6 @@ def bat_entry(path, block):
 def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
-
-def one_line_error(r, command):
-    assert r.returncode == 1, r
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith(f"vdisk {command}: "), lines[0]
-    return lines[0]
 
 
 # --- images vdisk creates ---------------------------------------------------
@@ -259,14 +252,14 @@ def test_create_errors(vdisk, tmp, opts, message):
     img = tmp / "e.vhdx"
     r = run_vdisk("create", "-q", "-f", "vhdx", "-o", opts, img, "1G",
                   expect_rc=1)
-    assert message in one_line_error(r, "create")
+    assert message in one_error_line(r, "create")
     assert not img.exists()
 
 
 def test_too_large(vdisk, tmp):
     r = run_vdisk("create", "-q", "-f", "vhdx", tmp / "e.vhdx", "65T",
                   expect_rc=1)
-    assert "max of 64TB" in one_line_error(r, "create")
+    assert "max of 64TB" in one_error_line(r, "create")
 
 
 # --- writing into images qemu-img made ---------------------------------------
@@ -437,7 +430,7 @@ def test_parent_write_breaks_linkage(vdisk, tmp):
     vdisk_raw(child, tmp)
     run_vdisk("io", "-c", "write -P 0x77 0 4k", parent)
     r = run_vdisk("convert", "-O", "raw", child, tmp / "x.raw", expect_rc=1)
-    assert "data write GUID" in one_line_error(r, "convert")
+    assert "data write GUID" in one_error_line(r, "convert")
 
 
 def test_differencing_errors(vdisk, tmp):
@@ -445,14 +438,14 @@ def test_differencing_errors(vdisk, tmp):
     parent_image(tmp / "p.vhdx")
     r = run_vdisk("create", "-q", "-f", "vhdx", "-b", "p.vhdx", "-o",
                   "subformat=fixed", tmp / "c.vhdx", expect_rc=1)
-    assert "cannot be fixed" in one_line_error(r, "create")
+    assert "cannot be fixed" in one_error_line(r, "create")
     r = run_vdisk("create", "-q", "-f", "vhdx", "-b", "p.vhdx", "-F",
                   "qcow2", tmp / "c.vhdx", "8M", expect_rc=1)
-    assert "must be a VHDX image" in one_line_error(r, "create")
+    assert "must be a VHDX image" in one_error_line(r, "create")
     r = run_vdisk("create", "-q", "-f", "vhdx", "-b", "p.vhdx", "-o",
                   "logical_sector_size=4096", tmp / "c.vhdx", "8M",
                   expect_rc=1)
-    assert "512-byte logical sectors" in one_line_error(r, "create")
+    assert "512-byte logical sectors" in one_error_line(r, "create")
     assert not (tmp / "c.vhdx").exists()
 
 
@@ -742,7 +735,7 @@ def test_check_repairs_bad_entries(vdisk, tmp):
     struct.pack_into("<Q", data, bat + 32, MiB | V.FULLY_PRESENT)
     img.write_bytes(data)
     r = run_vdisk("info", img, expect_rc=1)
-    assert "lies past the end of the file" in one_line_error(r, "info")
+    assert "lies past the end of the file" in one_error_line(r, "info")
     r = run_vdisk("check", img, expect_rc=2)
     assert "3 errors were found on the image." in r.stdout
     for text in ("BAT entry 2: payload block at offset", "past the end",
