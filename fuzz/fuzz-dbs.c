@@ -19,7 +19,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_DEVICE (64u << 20)
-#define READ_LEN (2u << 20)
+#define READ_LEN   (2u << 20)
 
 static uint8_t buf[READ_LEN];
 
@@ -43,8 +43,7 @@ static void exercise(struct dbs_store *s, bool writable)
             continue;
         }
         unsigned n = dbs_volume_chain(s, v, ids, 64);
-        uint64_t len = s->vols[v].size < READ_LEN ? s->vols[v].size
-                                                  : READ_LEN;
+        uint64_t len = s->vols[v].size < READ_LEN ? s->vols[v].size : READ_LEN;
         bool data;
         uint64_t host;
         if (dbs_vol_read(s, v, buf, len, 0) < 0 ||
@@ -97,8 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             vd_dev_unref(mem);
             return 0;
         }
-        struct dbs_store *s =
-            dbs_open(mem, writable ? 0 : DBS_OPEN_RDONLY);
+        struct dbs_store *s = dbs_open(mem, writable ? 0 : DBS_OPEN_RDONLY);
         if (s) {
             exercise(s, writable);
             dbs_close(s);

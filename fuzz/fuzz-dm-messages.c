@@ -22,14 +22,15 @@ static const struct {
     enum dm_target_type type;
     const char *table;
 } targets[] = {
-    { DM_TARGET_DUST, "table=0 64 dust mem:65536 8 4096" },
-    { DM_TARGET_SWITCH,
-      "table=0 96 switch 3 8 0 mem:65536 0 mem:65536 16 mem:65536 0" },
-    { DM_TARGET_SWITCH, "table=0 100 switch 17 1 0 mem:65536 0 mem:65536 0 "
-      "mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 "
-      "mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 "
-      "mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0" },
-    { DM_TARGET_LOG_WRITES, "table=0 64 log-writes mem:32768 mem:16384" },
+    {DM_TARGET_DUST, "table=0 64 dust mem:65536 8 4096"},
+    {DM_TARGET_SWITCH,
+     "table=0 96 switch 3 8 0 mem:65536 0 mem:65536 16 mem:65536 0"},
+    {DM_TARGET_SWITCH,
+     "table=0 100 switch 17 1 0 mem:65536 0 mem:65536 0 "
+     "mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 "
+     "mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 "
+     "mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0 mem:65536 0"},
+    {DM_TARGET_LOG_WRITES, "table=0 64 log-writes mem:32768 mem:16384"},
 };
 
 /* One message: the line's words, then a write and a read of the whole
@@ -62,9 +63,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     size_t pick = data[0] % (sizeof(targets) / sizeof(targets[0]));
-    struct vd_dev *dev = vd_dev_open_driver(
-        dm_target_driver(targets[pick].type), "fuzz", 0,
-        targets[pick].table, NULL, 0);
+    struct vd_dev *dev =
+        vd_dev_open_driver(dm_target_driver(targets[pick].type), "fuzz", 0,
+                           targets[pick].table, NULL, 0);
     char *text = malloc(size);
     uint8_t *buf = dev ? calloc(1, vd_dev_size(dev)) : NULL;
     if (dev && text && buf) {

@@ -20,8 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void exercise(struct snap_store *st)
 {
     uint64_t new_chunk, total, allocated, metadata;
-    for (uint64_t chunk = 0; chunk < 64 && chunk < st->origin_chunks;
-         chunk++) {
+    for (uint64_t chunk = 0; chunk < 64 && chunk < st->origin_chunks; chunk++) {
         (void)snap_store_lookup(st, chunk, &new_chunk);
     }
     uint64_t free_chunk = 0;
@@ -31,7 +30,7 @@ static void exercise(struct snap_store *st)
     }
     if (free_chunk < st->origin_chunks &&
         snap_store_prepare(st, &new_chunk) == 0) {
-        struct snap_exception e = { free_chunk, new_chunk };
+        struct snap_exception e = {free_chunk, new_chunk};
         if (snap_store_commit(st, &e, 1) < 0) {
             return;
         }
@@ -50,8 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char size_text[32];
     snprintf(size_text, sizeof(size_text), "%zu", size);
-    struct vd_dev *cow = vd_dev_open_driver(vd_driver_find("mem"), size_text,
-                                            0, NULL, NULL, 0);
+    struct vd_dev *cow =
+        vd_dev_open_driver(vd_driver_find("mem"), size_text, 0, NULL, NULL, 0);
     if (!cow) {
         return 0;
     }

@@ -24,8 +24,8 @@ static struct vd_dev *fuzz_mem_disk(const uint8_t *data, size_t size,
     char size_text[32];
     snprintf(size_text, sizeof(size_text), "%llu",
              (unsigned long long)(disk_size > size ? disk_size : size));
-    struct vd_dev *mem = vd_dev_open_driver(vd_driver_find("mem"), size_text,
-                                            0, NULL, NULL, 0);
+    struct vd_dev *mem =
+        vd_dev_open_driver(vd_driver_find("mem"), size_text, 0, NULL, NULL, 0);
     if (mem && vd_write(mem, data, size, 0, 0) < 0) {
         vd_dev_unref(mem);
         return NULL;
@@ -42,8 +42,8 @@ static void fuzz_exercise(struct vd_dev *dev)
     unsigned steps = 0;
 
     for (uint64_t off = 0; off < dev->size && steps < 4096; steps++) {
-        if (vd_block_status_chain(dev, off, dev->size - off, &ext,
-                                  &depth) < 0) {
+        if (vd_block_status_chain(dev, off, dev->size - off, &ext, &depth) <
+            0) {
             break;
         }
         uint64_t n = ext.len < FUZZ_MAX_READ ? ext.len : FUZZ_MAX_READ;

@@ -12,15 +12,15 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char *const colours[] = { "red", "green", NULL };
+static const char *const colours[] = {"red", "green", NULL};
 
 static const struct vd_option table[] = {
-    { "size", VD_OPT_SIZE, "a size", NULL, 512, 1ull << 40 },
-    { "count", VD_OPT_UINT, "a number", NULL, 1, 64 },
-    { "flag", VD_OPT_BOOL, "a switch", NULL, 0, 0 },
-    { "name", VD_OPT_STRING, "text", NULL, 0, 0 },
-    { "colour", VD_OPT_ENUM, "a choice", colours, 0, 0 },
-    { NULL, VD_OPT_STRING, NULL, NULL, 0, 0 },
+    {"size", VD_OPT_SIZE, "a size", NULL, 512, 1ull << 40},
+    {"count", VD_OPT_UINT, "a number", NULL, 1, 64},
+    {"flag", VD_OPT_BOOL, "a switch", NULL, 0, 0},
+    {"name", VD_OPT_STRING, "text", NULL, 0, 0},
+    {"colour", VD_OPT_ENUM, "a choice", colours, 0, 0},
+    {NULL, VD_OPT_STRING, NULL, NULL, 0, 0},
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -17,8 +17,8 @@ static void check_image(const uint8_t *data, size_t size, unsigned fix)
     if (!mem) {
         return;
     }
-    unsigned flags = VD_OPEN_NO_BACKING | VD_OPEN_CHECK |
-                     (fix ? 0 : VD_OPEN_RDONLY);
+    unsigned flags =
+        VD_OPEN_NO_BACKING | VD_OPEN_CHECK | (fix ? 0 : VD_OPEN_RDONLY);
     struct vd_dev *dev = vd_dev_open_format(mem, "qcow2", flags);
     if (!dev) {
         return;

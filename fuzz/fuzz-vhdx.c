@@ -20,11 +20,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define PAGE        4096u
-#define PIECE_HDR   8u
-#define ALIGN       (UINT64_C(1) << 20)
+#define PAGE      4096u
+#define PIECE_HDR 8u
+#define ALIGN     (UINT64_C(1) << 20)
 /* Pieces past this are dropped: large files only cost time. */
-#define MAX_FILE    (UINT64_C(64) << 20)
+#define MAX_FILE  (UINT64_C(64) << 20)
 
 /* Calls fn for each piece of the input inside MAX_FILE. */
 static int for_each_piece(const uint8_t *data, size_t size,

@@ -41,8 +41,8 @@ const char *vdisk_version(void);
 
 /*
  * The message of the last failed call made by this thread, such as
- * "Could not open 'disk.img': No such file or directory". Never NULL; valid until
- * the next libvdisk call in the same thread.
+ * "Could not open 'disk.img': No such file or directory". Never NULL; valid
+ * until the next libvdisk call in the same thread.
  */
 const char *vdisk_get_error(void);
 
@@ -54,8 +54,8 @@ int vdisk_get_errno(void);
 struct vdisk;
 
 /* Flags for vdisk_open. */
-#define VDISK_OPEN_RDONLY    0x1u  /* read-only: writes fail with EPERM     */
-#define VDISK_OPEN_DIRECT    0x2u  /* bypass the host page cache (O_DIRECT) */
+#define VDISK_OPEN_RDONLY     0x1u /* read-only: writes fail with EPERM     */
+#define VDISK_OPEN_DIRECT     0x2u /* bypass the host page cache (O_DIRECT) */
 #define VDISK_OPEN_NO_BACKING 0x4u /* do not open backing files             */
 
 /*
@@ -69,8 +69,7 @@ struct vdisk;
  * format, when not NULL, forces the format exactly like a prefix does; it
  * must not contradict a prefix in the spec.
  */
-struct vdisk *vdisk_open(const char *spec, const char *format,
-                         unsigned flags);
+struct vdisk *vdisk_open(const char *spec, const char *format, unsigned flags);
 
 /* Flush and close. Returns the flush's error, but always frees. NULL is ok. */
 int vdisk_close(struct vdisk *disk);
@@ -84,10 +83,11 @@ const char *vdisk_get_format(const struct vdisk *disk);
 /* ---- I/O ------------------------------------------------------------- */
 
 /* Flags for the I/O calls. */
-#define VDISK_REQ_FUA        0x1u  /* write reaches stable storage first  */
-#define VDISK_REQ_MAY_UNMAP  0x2u  /* vdisk_zero may deallocate the range */
-#define VDISK_REQ_FAST_ZERO  0x4u  /* vdisk_zero fails with ENOTSUP rather
-                                      than fall back to writing zeroes    */
+#define VDISK_REQ_FUA       0x1u /* write reaches stable storage first  */
+#define VDISK_REQ_MAY_UNMAP 0x2u /* vdisk_zero may deallocate the range */
+#define VDISK_REQ_FAST_ZERO                      \
+    0x4u /* vdisk_zero fails with ENOTSUP rather \
+            than fall back to writing zeroes    */
 
 /* Read len bytes at off. The range must lie inside the device. */
 int vdisk_pread(struct vdisk *disk, void *buf, uint64_t len, uint64_t off,
@@ -98,8 +98,7 @@ int vdisk_pwrite(struct vdisk *disk, const void *buf, uint64_t len,
                  uint64_t off, unsigned flags);
 
 /* Make the range read as zeroes, deallocating it if MAY_UNMAP allows. */
-int vdisk_zero(struct vdisk *disk, uint64_t len, uint64_t off,
-               unsigned flags);
+int vdisk_zero(struct vdisk *disk, uint64_t len, uint64_t off, unsigned flags);
 
 /*
  * Tell the device the range is no longer needed. Afterwards the range may
@@ -113,19 +112,20 @@ int vdisk_flush(struct vdisk *disk);
 
 /* ---- Block status ---------------------------------------------------- */
 
-#define VDISK_EXTENT_DATA      0x1u /* holds data (reads may be non-zero)  */
-#define VDISK_EXTENT_ZERO      0x2u /* reads as zeroes                     */
-#define VDISK_EXTENT_PRESENT   0x4u /* allocated in the image or a backing
-                                       image (qemu-img map's "present")    */
-#define VDISK_EXTENT_OFFSET    0x8u /* host_offset is valid                */
+#define VDISK_EXTENT_DATA 0x1u /* holds data (reads may be non-zero)  */
+#define VDISK_EXTENT_ZERO 0x2u /* reads as zeroes                     */
+#define VDISK_EXTENT_PRESENT                                                 \
+    0x4u                              /* allocated in the image or a backing \
+                                         image (qemu-img map's "present")    */
+#define VDISK_EXTENT_OFFSET     0x8u  /* host_offset is valid                */
 #define VDISK_EXTENT_COMPRESSED 0x10u /* stored compressed                 */
 
 struct vdisk_extent {
-    uint64_t offset;       /* guest offset of the extent            */
-    uint64_t length;       /* bytes, > 0                            */
-    uint32_t flags;        /* VDISK_EXTENT_*                        */
-    uint32_t depth;        /* 0 = top image, 1 = its backing, ...   */
-    uint64_t host_offset;  /* where the bytes live in the file      */
+    uint64_t offset;      /* guest offset of the extent            */
+    uint64_t length;      /* bytes, > 0                            */
+    uint32_t flags;       /* VDISK_EXTENT_*                        */
+    uint32_t depth;       /* 0 = top image, 1 = its backing, ...   */
+    uint64_t host_offset; /* where the bytes live in the file      */
 };
 
 /*
@@ -163,26 +163,26 @@ int vdisk_create(const char *path, const char *format, uint64_t size,
  * Returning non-zero cancels the operation, which then fails with
  * ECANCELED.
  */
-typedef int (*vdisk_progress_fn)(void *opaque, uint64_t done,
-                                 uint64_t total);
+typedef int (*vdisk_progress_fn)(void *opaque, uint64_t done, uint64_t total);
 
-#define VDISK_CONVERT_COMPRESS      0x1u  /* write compressed (if the format
-                                             can)                          */
-#define VDISK_CONVERT_NO_CREATE     0x2u  /* destination exists (-n)       */
-#define VDISK_CONVERT_TARGET_IS_ZERO 0x4u /* destination reads as zeroes   */
-#define VDISK_CONVERT_SRC_DIRECT    0x8u  /* O_DIRECT on the source        */
-#define VDISK_CONVERT_DST_DIRECT    0x10u /* O_DIRECT on the destination   */
-#define VDISK_CONVERT_UNORDERED     0x20u /* writes may be out of order    */
+#define VDISK_CONVERT_COMPRESS                                                \
+    0x1u                                   /* write compressed (if the format \
+                                              can)                          */
+#define VDISK_CONVERT_NO_CREATE      0x2u  /* destination exists (-n)       */
+#define VDISK_CONVERT_TARGET_IS_ZERO 0x4u  /* destination reads as zeroes   */
+#define VDISK_CONVERT_SRC_DIRECT     0x8u  /* O_DIRECT on the source        */
+#define VDISK_CONVERT_DST_DIRECT     0x10u /* O_DIRECT on the destination   */
+#define VDISK_CONVERT_UNORDERED      0x20u /* writes may be out of order    */
 
 /*
  * Parameters for vdisk_convert. Zero-initialise, then set what you need;
  * fields are only ever added at the end.
  */
 struct vdisk_convert_params {
-    const char *src_format;     /* NULL: from the spec or probed          */
-    const char *dst_format;     /* NULL: "raw"                            */
-    const char *dst_options;    /* creation options, as for vdisk_create  */
-    unsigned flags;             /* VDISK_CONVERT_*                        */
+    const char *src_format;  /* NULL: from the spec or probed          */
+    const char *dst_format;  /* NULL: "raw"                            */
+    const char *dst_options; /* creation options, as for vdisk_create  */
+    unsigned flags;          /* VDISK_CONVERT_*                        */
     /* Zero runs of at least this many bytes in the data are not written
      * (qemu-img -S); 0 means the default 4096; UINT64_MAX writes every
      * byte (full allocation, qemu-img -S 0). */

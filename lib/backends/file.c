@@ -26,15 +26,15 @@
 #include "core/error.h"
 #include "util/checked.h"
 
-#define DIRECT_ALIGN_FILE 4096u
+#define DIRECT_ALIGN_FILE   4096u
 #define FULL_PREALLOC_CHUNK (1u << 20)
-#define WRITE_BEHIND_MIN (1u << 20) /* smaller writes: no write-behind */
+#define WRITE_BEHIND_MIN    (1u << 20) /* smaller writes: no write-behind */
 
 struct file_state {
     int fd;
     bool is_blockdev;
-    bool tmpfile;        /* created with O_TMPFILE, unnamed until publish */
-    char *tmp_path;      /* created under a temporary name                */
+    bool tmpfile;   /* created with O_TMPFILE, unnamed until publish */
+    char *tmp_path; /* created under a temporary name                */
 };
 
 static int open_existing(struct vd_dev *dev, const char *path)
@@ -136,8 +136,8 @@ static int file_open(struct vd_dev *dev, const char *path,
          * zeroes. */
         dev->size = vd_align_up((uint64_t)st.st_size, 512);
     } else {
-        ret = vd_err(EINVAL, "'%s' is not a regular file or block device",
-                     path);
+        ret =
+            vd_err(EINVAL, "'%s' is not a regular file or block device", path);
         goto fail;
     }
     if (dev->flags & VD_OPEN_DIRECT) {
@@ -212,8 +212,8 @@ static int file_publish(struct vd_dev *dev)
             return vd_err(ENOMEM, "out of memory");
         }
         unlink(s->tmp_path);
-        if (linkat(AT_FDCWD, proc, AT_FDCWD, s->tmp_path,
-                   AT_SYMLINK_FOLLOW) < 0) {
+        if (linkat(AT_FDCWD, proc, AT_FDCWD, s->tmp_path, AT_SYMLINK_FOLLOW) <
+            0) {
             int err = errno;
             free(s->tmp_path);
             s->tmp_path = NULL;
@@ -274,8 +274,7 @@ static int pwrite_full(int fd, const uint8_t *p, uint64_t len, uint64_t off)
     return 0;
 }
 
-static int file_read(struct vd_dev *dev, void *buf, uint64_t len,
-                     uint64_t off)
+static int file_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     struct file_state *s = vd_priv(dev);
     int ret;
@@ -335,20 +334,19 @@ static int file_zero(struct vd_dev *dev, uint64_t len, uint64_t off,
 {
     struct file_state *s = vd_priv(dev);
     if (s->is_blockdev) {
-        uint64_t range[2] = { off, len };
-        if (sector_aligned(len, off) &&
-            ioctl(s->fd, BLKZEROOUT, range) == 0) {
+        uint64_t range[2] = {off, len};
+        if (sector_aligned(len, off) && ioctl(s->fd, BLKZEROOUT, range) == 0) {
             return 0;
         }
         return -ENOTSUP;
     }
     if ((flags & VD_REQ_MAY_UNMAP) &&
-        fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)off, (off_t)len) == 0) {
+        fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  (off_t)len) == 0) {
         return 0;
     }
-    if (fallocate(s->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)off, (off_t)len) == 0) {
+    if (fallocate(s->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  (off_t)len) == 0) {
         return 0;
     }
     if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) {
@@ -361,14 +359,14 @@ static int file_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
 {
     struct file_state *s = vd_priv(dev);
     if (s->is_blockdev) {
-        uint64_t range[2] = { off, len };
+        uint64_t range[2] = {off, len};
         if (sector_aligned(len, off)) {
             (void)ioctl(s->fd, BLKDISCARD, range);
         }
         return 0; /* advice only: a device that cannot discard is fine */
     }
-    if (fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)off, (off_t)len) < 0 &&
+    if (fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  (off_t)len) < 0 &&
         errno != EOPNOTSUPP && errno != ENOSYS) {
         return vd_err_sys(errno, "%s: discard", dev->filename);
     }
@@ -439,8 +437,7 @@ static int write_zeroes_from(struct vd_dev *dev, uint64_t from, uint64_t to)
         off += n;
     }
     free(zeroes);
-    return ret < 0 ? vd_err_sys(-ret, "%s: preallocation", dev->filename)
-                   : 0;
+    return ret < 0 ? vd_err_sys(-ret, "%s: preallocation", dev->filename) : 0;
 }
 
 static int file_truncate(struct vd_dev *dev, uint64_t size,
@@ -455,9 +452,10 @@ static int file_truncate(struct vd_dev *dev, uint64_t size,
     }
     if (s->is_blockdev) {
         if (size > old) {
-            return vd_err(ENOSPC, "%s: cannot grow a block device "
-                          "(%llu bytes)", dev->filename,
-                          (unsigned long long)old);
+            return vd_err(ENOSPC,
+                          "%s: cannot grow a block device "
+                          "(%llu bytes)",
+                          dev->filename, (unsigned long long)old);
         }
         vd_dev_set_size(dev, size);
         return 0;
@@ -468,8 +466,7 @@ static int file_truncate(struct vd_dev *dev, uint64_t size,
     int ret = 0;
     if (prealloc == VD_PREALLOC_FALLOC && size > old) {
         if (fallocate(s->fd, 0, (off_t)old, (off_t)(size - old)) < 0) {
-            ret = vd_err_sys(errno, "%s: could not preallocate",
-                             dev->filename);
+            ret = vd_err_sys(errno, "%s: could not preallocate", dev->filename);
         }
     } else if (prealloc == VD_PREALLOC_FULL && size > old) {
         ret = write_zeroes_from(dev, old, size);

@@ -11,11 +11,11 @@
 #include "core/error.h"
 #include "util/size.h"
 
-#define MEM_CHUNK (64u << 10)
+#define MEM_CHUNK    (64u << 10)
 #define MEM_MAX_SIZE (64ull << 30)
 
 struct mem_state {
-    uint8_t **chunks;   /* NULL = all zeroes */
+    uint8_t **chunks; /* NULL = all zeroes */
     uint64_t nr_chunks;
 };
 
@@ -30,8 +30,7 @@ static int mem_open(struct vd_dev *dev, const char *size_text,
         return vd_err(EINVAL, "mem: invalid size '%s'", size_text);
     }
     if (size > MEM_MAX_SIZE) {
-        return vd_err(EFBIG, "mem: size %s is larger than 64 GiB",
-                      size_text);
+        return vd_err(EFBIG, "mem: size %s is larger than 64 GiB", size_text);
     }
     s->nr_chunks = (size + MEM_CHUNK - 1) / MEM_CHUNK;
     s->chunks = calloc(s->nr_chunks ? s->nr_chunks : 1, sizeof(*s->chunks));
@@ -52,18 +51,19 @@ static void mem_close(struct vd_dev *dev)
 }
 
 /* Calls fn for each chunk piece of [off, off+len). */
-#define FOR_EACH_PIECE(off, len, idx, in_off, n, done)                       \
-    for (uint64_t done = 0, idx, in_off, n;                                  \
-         done < (len) && ((idx = ((off) + done) / MEM_CHUNK),                \
-                          (in_off = ((off) + done) % MEM_CHUNK),             \
-                          (n = VD_MIN((len) - done, MEM_CHUNK - in_off)), 1);\
+#define FOR_EACH_PIECE(off, len, idx, in_off, n, done)                      \
+    for (uint64_t done = 0, idx, in_off, n;                                 \
+         done < (len) && ((idx = ((off) + done) / MEM_CHUNK),               \
+                          (in_off = ((off) + done) % MEM_CHUNK),            \
+                          (n = VD_MIN((len)-done, MEM_CHUNK - in_off)), 1); \
          done += n)
 
 static int mem_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     struct mem_state *s = vd_priv(dev);
     uint8_t *out = buf;
-    FOR_EACH_PIECE(off, len, idx, in_off, n, done) {
+    FOR_EACH_PIECE(off, len, idx, in_off, n, done)
+    {
         if (s->chunks[idx]) {
             memcpy(out + done, s->chunks[idx] + in_off, n);
         } else {
@@ -79,7 +79,8 @@ static int mem_write(struct vd_dev *dev, const void *buf, uint64_t len,
     struct mem_state *s = vd_priv(dev);
     const uint8_t *in = buf;
     (void)flags;
-    FOR_EACH_PIECE(off, len, idx, in_off, n, done) {
+    FOR_EACH_PIECE(off, len, idx, in_off, n, done)
+    {
         if (!s->chunks[idx]) {
             s->chunks[idx] = calloc(1, MEM_CHUNK);
             if (!s->chunks[idx]) {
@@ -95,7 +96,8 @@ static int mem_zero(struct vd_dev *dev, uint64_t len, uint64_t off,
                     unsigned flags)
 {
     struct mem_state *s = vd_priv(dev);
-    FOR_EACH_PIECE(off, len, idx, in_off, n, done) {
+    FOR_EACH_PIECE(off, len, idx, in_off, n, done)
+    {
         if (!s->chunks[idx]) {
             continue;
         }
@@ -159,8 +161,7 @@ static int mem_truncate(struct vd_dev *dev, uint64_t size,
         if (!grown) {
             return vd_err(ENOMEM, "mem: out of memory");
         }
-        memset(grown + s->nr_chunks, 0,
-               (nr - s->nr_chunks) * sizeof(*grown));
+        memset(grown + s->nr_chunks, 0, (nr - s->nr_chunks) * sizeof(*grown));
         s->chunks = grown;
         s->nr_chunks = nr;
     }

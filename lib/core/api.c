@@ -17,21 +17,21 @@ struct vdisk {
 };
 
 _Static_assert(VDISK_REQ_FUA == VD_REQ_FUA &&
-               VDISK_REQ_MAY_UNMAP == VD_REQ_MAY_UNMAP &&
-               VDISK_REQ_FAST_ZERO == VD_REQ_FAST_ZERO,
+                   VDISK_REQ_MAY_UNMAP == VD_REQ_MAY_UNMAP &&
+                   VDISK_REQ_FAST_ZERO == VD_REQ_FAST_ZERO,
                "public and core request flags agree");
 _Static_assert(VDISK_OPEN_RDONLY == VD_OPEN_RDONLY &&
-               VDISK_OPEN_DIRECT == VD_OPEN_DIRECT &&
-               VDISK_OPEN_NO_BACKING == VD_OPEN_NO_BACKING,
+                   VDISK_OPEN_DIRECT == VD_OPEN_DIRECT &&
+                   VDISK_OPEN_NO_BACKING == VD_OPEN_NO_BACKING,
                "public and core open flags agree");
 _Static_assert(VDISK_EXTENT_DATA == VD_EXT_DATA &&
-               VDISK_EXTENT_ZERO == VD_EXT_ZERO &&
-               VDISK_EXTENT_OFFSET == VD_EXT_OFFSET &&
-               VDISK_EXTENT_COMPRESSED == VD_EXT_COMPRESSED,
+                   VDISK_EXTENT_ZERO == VD_EXT_ZERO &&
+                   VDISK_EXTENT_OFFSET == VD_EXT_OFFSET &&
+                   VDISK_EXTENT_COMPRESSED == VD_EXT_COMPRESSED,
                "public and core extent flags agree");
 
-#define PUBLIC_OPEN_FLAGS (VDISK_OPEN_RDONLY | VDISK_OPEN_DIRECT | \
-                           VDISK_OPEN_NO_BACKING)
+#define PUBLIC_OPEN_FLAGS \
+    (VDISK_OPEN_RDONLY | VDISK_OPEN_DIRECT | VDISK_OPEN_NO_BACKING)
 
 VD_EXPORT const char *vdisk_version(void)
 {
@@ -140,8 +140,8 @@ VD_EXPORT int vdisk_flush(struct vdisk *disk)
     return vd_flush(disk->dev);
 }
 
-VD_EXPORT int vdisk_block_status(struct vdisk *disk, uint64_t off,
-                                 uint64_t len, struct vdisk_extent *ext)
+VD_EXPORT int vdisk_block_status(struct vdisk *disk, uint64_t off, uint64_t len,
+                                 struct vdisk_extent *ext)
 {
     struct vd_extent e;
     unsigned depth;
@@ -180,12 +180,12 @@ VD_EXPORT char *vdisk_info_json(struct vdisk *disk)
     return text;
 }
 
-VD_EXPORT int vdisk_create(const char *path, const char *format,
-                           uint64_t size, const char *options)
+VD_EXPORT int vdisk_create(const char *path, const char *format, uint64_t size,
+                           const char *options)
 {
     vd_err_clear();
-    struct vd_dev *dev = vd_dev_create(path, format ? format : "raw", size,
-                                       options, 0);
+    struct vd_dev *dev =
+        vd_dev_create(path, format ? format : "raw", size, options, 0);
     if (!dev) {
         return -vd_err_errno();
     }
@@ -203,10 +203,10 @@ VD_EXPORT int vdisk_convert(const char *src_spec, const char *dst_spec,
     int ret;
 
     vd_err_clear();
-    src = vd_dev_open_spec(src_spec, p->src_format,
-                           VD_OPEN_RDONLY |
-                           ((p->flags & VDISK_CONVERT_SRC_DIRECT)
-                                ? VD_OPEN_DIRECT : 0));
+    src = vd_dev_open_spec(
+        src_spec, p->src_format,
+        VD_OPEN_RDONLY |
+            ((p->flags & VDISK_CONVERT_SRC_DIRECT) ? VD_OPEN_DIRECT : 0));
     if (!src) {
         return -vd_err_errno();
     }

@@ -27,21 +27,21 @@
 #include "error.h"
 #include "io.h"
 
-#define CHUNK (2u << 20)
+#define CHUNK           (2u << 20)
 #define DEFAULT_WORKERS 4
-#define MAX_WORKERS 64
-#define DEFAULT_SPARSE 4096
+#define MAX_WORKERS     64
+#define DEFAULT_SPARSE  4096
 
 struct convert_job {
     struct vd_dev *src, *dst;
     const struct vd_convert_opts *opts;
-    uint64_t sparse;          /* 0 = write everything */
+    uint64_t sparse; /* 0 = write everything */
     bool dst_is_zero;
-    pthread_mutex_t lock;     /* protects everything below */
-    uint64_t cursor;          /* next guest offset to hand out */
+    pthread_mutex_t lock; /* protects everything below */
+    uint64_t cursor;      /* next guest offset to hand out */
     uint64_t done;
-    int error;                /* first failure, negative errno */
-    char message[512];        /* its message (errors are thread-local) */
+    int error;         /* first failure, negative errno */
+    char message[512]; /* its message (errors are thread-local) */
 };
 
 static void job_fail(struct convert_job *job, int err)
@@ -55,8 +55,8 @@ static void job_fail(struct convert_job *job, int err)
 }
 
 /* Take the next piece; false when finished or failed. */
-static bool next_piece(struct convert_job *job, uint64_t *off,
-                       uint64_t *len, bool *is_zero)
+static bool next_piece(struct convert_job *job, uint64_t *off, uint64_t *len,
+                       bool *is_zero)
 {
     struct vd_extent ext;
     unsigned depth;
@@ -65,16 +65,15 @@ static bool next_piece(struct convert_job *job, uint64_t *off,
     pthread_mutex_lock(&job->lock);
     if (!job->error && job->cursor < job->src->size) {
         uint64_t want = VD_MIN((uint64_t)CHUNK, job->src->size - job->cursor);
-        int ret = vd_block_status_chain(job->src, job->cursor, want, &ext,
-                                        &depth);
+        int ret =
+            vd_block_status_chain(job->src, job->cursor, want, &ext, &depth);
         if (ret < 0) {
             job->error = ret;
             strncpy(job->message, vd_err_message(), sizeof(job->message) - 1);
         } else {
             *off = job->cursor;
             *len = ext.len;
-            *is_zero = (ext.flags & VD_EXT_ZERO) || !(ext.flags &
-                                                      VD_EXT_DATA);
+            *is_zero = (ext.flags & VD_EXT_ZERO) || !(ext.flags & VD_EXT_DATA);
             job->cursor += ext.len;
             ok = true;
         }
@@ -88,9 +87,8 @@ static int report_progress(struct convert_job *job, uint64_t len)
     int ret = 0;
     pthread_mutex_lock(&job->lock);
     job->done += len;
-    if (job->opts->progress &&
-        job->opts->progress(job->opts->progress_opaque, job->done,
-                            job->src->size)) {
+    if (job->opts->progress && job->opts->progress(job->opts->progress_opaque,
+                                                   job->done, job->src->size)) {
         ret = vd_err(ECANCELED, "Operation cancelled");
     }
     pthread_mutex_unlock(&job->lock);
@@ -106,8 +104,8 @@ static int zero_range(struct convert_job *job, uint64_t len, uint64_t off)
 }
 
 /* Write buf (guest [off, off+len)) skipping zero blocks of job->sparse. */
-static int write_data(struct convert_job *job, const uint8_t *buf,
-                      uint64_t len, uint64_t off)
+static int write_data(struct convert_job *job, const uint8_t *buf, uint64_t len,
+                      uint64_t off)
 {
     if (!job->sparse) {
         return vd_write(job->dst, buf, len, off, 0);
@@ -117,8 +115,8 @@ static int write_data(struct convert_job *job, const uint8_t *buf,
         /* Blocks are aligned to the guest offset, so results do not depend
          * on how the copy was split into pieces. */
         uint64_t guest = off + pos; /* sparse need not be a power of 2 */
-        uint64_t block_end = VD_MIN(len, guest - guest % job->sparse
-                                    + job->sparse - off);
+        uint64_t block_end =
+            VD_MIN(len, guest - guest % job->sparse + job->sparse - off);
         bool zero = vd_buf_is_zero(buf + pos, block_end - pos);
         uint64_t run_end = block_end;
         while (run_end < len) {
@@ -132,9 +130,9 @@ static int write_data(struct convert_job *job, const uint8_t *buf,
          * piece's edge, next to a hole or another piece: like qemu-img,
          * which never writes the zeroes a buffer starts or ends with, it
          * stays a hole too. */
-        int ret = zero ? zero_range(job, run_end - pos, off + pos)
-                       : vd_write(job->dst, buf + pos, run_end - pos,
-                                  off + pos, 0);
+        int ret =
+            zero ? zero_range(job, run_end - pos, off + pos)
+                 : vd_write(job->dst, buf + pos, run_end - pos, off + pos, 0);
         if (ret < 0) {
             return ret;
         }
@@ -236,26 +234,30 @@ int vd_convert_copy(struct vd_dev *src, struct vd_dev *dst,
         .src = src,
         .dst = dst,
         .opts = opts,
-        .dst_is_zero = dst->zero_init ||
-                       (opts->flags & VDISK_CONVERT_TARGET_IS_ZERO),
+        .dst_is_zero =
+            dst->zero_init || (opts->flags & VDISK_CONVERT_TARGET_IS_ZERO),
     };
     if (dst->size < src->size) {
-        return vd_err(EINVAL, "%s: the destination is smaller than the "
-                      "source", dst->filename);
+        return vd_err(EINVAL,
+                      "%s: the destination is smaller than the "
+                      "source",
+                      dst->filename);
     }
     uint32_t unit = 0;
     if (opts->flags & VDISK_CONVERT_COMPRESS) {
         unit = vd_compress_unit(dst);
         if (unit == 0) {
-            return vd_err(ENOTSUP, "Compression is not supported for format "
-                          "'%s'", vd_dev_format_name(dst));
+            return vd_err(ENOTSUP,
+                          "Compression is not supported for format "
+                          "'%s'",
+                          vd_dev_format_name(dst));
         }
     }
     if (opts->sparse_size != UINT64_MAX) {
         job.sparse = opts->sparse_size ? opts->sparse_size : DEFAULT_SPARSE;
         if (job.sparse % 512 != 0) {
             return vd_err(EINVAL, "The sparse size must be a multiple of "
-                          "512 bytes");
+                                  "512 bytes");
         }
     }
     if (unit) {

@@ -7,9 +7,9 @@
 #include "dev.h"
 
 struct vd_convert_opts {
-    unsigned flags;           /* VDISK_CONVERT_* from vdisk.h            */
-    uint64_t sparse_size;     /* 0: default; UINT64_MAX: write all bytes */
-    unsigned workers;         /* 0: default                              */
+    unsigned flags;       /* VDISK_CONVERT_* from vdisk.h            */
+    uint64_t sparse_size; /* 0: default; UINT64_MAX: write all bytes */
+    unsigned workers;     /* 0: default                              */
     int (*progress)(void *opaque, uint64_t done, uint64_t total);
     void *progress_opaque;
 };

@@ -14,7 +14,7 @@
 #include "io.h"
 
 #define DEFAULT_MAX_IO (32u << 20)
-#define PROBE_LEN 4096
+#define PROBE_LEN      4096
 
 const char *const vd_prealloc_names[] = {
     "off", "metadata", "falloc", "full", NULL,
@@ -28,8 +28,10 @@ int vd_prealloc_parse(const char *text, enum vd_prealloc *out)
             return 0;
         }
     }
-    return vd_err(EINVAL, "Invalid preallocation mode '%s' "
-                  "(expected off, metadata, falloc or full)", text);
+    return vd_err(EINVAL,
+                  "Invalid preallocation mode '%s' "
+                  "(expected off, metadata, falloc or full)",
+                  text);
 }
 
 static void dev_free(struct vd_dev *dev)
@@ -243,8 +245,8 @@ struct vd_dev *vd_dev_open_spec(const char *spec, const char *format,
 
     if (format) {
         fmt = vd_driver_find(format);
-        if (!fmt || (fmt->kind != VD_KIND_FORMAT &&
-                     fmt->kind != VD_KIND_BACKEND)) {
+        if (!fmt ||
+            (fmt->kind != VD_KIND_FORMAT && fmt->kind != VD_KIND_BACKEND)) {
             vd_err(EINVAL, "Unknown format '%s'", format);
             return NULL;
         }
@@ -311,8 +313,7 @@ struct vd_dev *vd_dev_create(const char *path, const char *format,
         return NULL;
     }
     if (!fmt->create) {
-        vd_err(ENOTSUP, "Format '%s' does not support image creation",
-               format);
+        vd_err(ENOTSUP, "Format '%s' does not support image creation", format);
         return NULL;
     }
     if (opts_text && *opts_text && !fmt->create_options) {
@@ -330,8 +331,8 @@ struct vd_dev *vd_dev_create(const char *path, const char *format,
     }
     size = vd_align_up(size, 512); /* whole sectors, as qemu-img makes */
     flags = (flags & ~VD_OPEN_RDONLY) | VD_OPEN_CREATE;
-    file = vd_dev_open_driver(vd_driver_find("file"), path, flags, NULL,
-                              NULL, 0);
+    file =
+        vd_dev_open_driver(vd_driver_find("file"), path, flags, NULL, NULL, 0);
     if (!file) {
         goto fail;
     }
@@ -340,8 +341,8 @@ struct vd_dev *vd_dev_create(const char *path, const char *format,
     }
     vd_opts_free(opts);
     bool zero_init = file->zero_init;
-    struct vd_dev *top = vd_dev_open_driver(fmt, path, flags & ~VD_OPEN_CREATE,
-                                            NULL, &file, 1);
+    struct vd_dev *top =
+        vd_dev_open_driver(fmt, path, flags & ~VD_OPEN_CREATE, NULL, &file, 1);
     if (top) {
         /* A new image over a backing file reads the backing data. */
         top->zero_init = zero_init && !top->backing;

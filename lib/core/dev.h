@@ -15,18 +15,18 @@
 
 struct vd_dev {
     const struct vd_driver *drv;
-    void *priv;                  /* drv->priv_size bytes, zeroed            */
-    char *filename;              /* the node's name (path for a file)       */
-    unsigned flags;              /* VD_OPEN_*                               */
-    uint64_t size;               /* virtual size, kept by the core          */
+    void *priv;     /* drv->priv_size bytes, zeroed            */
+    char *filename; /* the node's name (path for a file)       */
+    unsigned flags; /* VD_OPEN_*                               */
+    uint64_t size;  /* virtual size, kept by the core          */
     struct vd_limits limits;
     struct vd_dev **children;
     unsigned nr_children;
-    struct vd_dev *backing;      /* the child reads fall through to, or NULL */
-    bool zero_init;              /* newly created and known to read as zeroes */
+    struct vd_dev *backing; /* the child reads fall through to, or NULL */
+    bool zero_init;         /* newly created and known to read as zeroes */
     int refcount;
-    pthread_mutex_t lock;        /* held around callbacks of serial drivers */
-    pthread_mutex_t rmw_lock;    /* serialises read-modify-write cycles     */
+    pthread_mutex_t lock;     /* held around callbacks of serial drivers */
+    pthread_mutex_t rmw_lock; /* serialises read-modify-write cycles     */
 };
 
 static inline void *vd_priv(const struct vd_dev *dev)

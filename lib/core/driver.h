@@ -63,27 +63,28 @@ enum vd_prealloc {
 
 /* Limits a driver declares in open (the core presets the defaults shown). */
 struct vd_limits {
-    uint32_t align;    /* power of two; I/O offsets and lengths are multiples
-                          of it (core does read-modify-write). Default 1.   */
-    uint32_t max_io;   /* largest single request; default 32 MiB            */
-    uint32_t opt_io;   /* preferred request size; default 0 = no preference */
-    bool fua;          /* write honours VD_REQ_FUA; else the core flushes   */
+    uint32_t align;  /* power of two; I/O offsets and lengths are multiples
+                        of it (core does read-modify-write). Default 1.   */
+    uint32_t max_io; /* largest single request; default 32 MiB            */
+    uint32_t opt_io; /* preferred request size; default 0 = no preference */
+    bool fua;        /* write honours VD_REQ_FUA; else the core flushes   */
 };
 
 /* Extent flags (the public VDISK_EXTENT_* values, plus ALLOCATED). */
-#define VD_EXT_DATA       0x1u  /* may hold non-zero data                    */
-#define VD_EXT_ZERO       0x2u  /* reads as zeroes                           */
-#define VD_EXT_OFFSET     0x8u  /* host_off/host are valid                   */
+#define VD_EXT_DATA       0x1u /* may hold non-zero data                    */
+#define VD_EXT_ZERO       0x2u /* reads as zeroes                           */
+#define VD_EXT_OFFSET     0x8u /* host_off/host are valid                   */
 #define VD_EXT_COMPRESSED 0x10u
-#define VD_EXT_ALLOCATED  0x100u /* this layer defines the content; without
-                                    it, reads come from dev->backing (or are
-                                    zeroes when there is none)              */
+#define VD_EXT_ALLOCATED                               \
+    0x100u /* this layer defines the content; without  \
+              it, reads come from dev->backing (or are \
+              zeroes when there is none)              */
 
 struct vd_extent {
-    uint64_t len;          /* bytes described, 1..requested length          */
-    uint32_t flags;        /* VD_EXT_*                                      */
-    uint64_t host_off;     /* with VD_EXT_OFFSET: offset inside host        */
-    struct vd_dev *host;   /* with VD_EXT_OFFSET: the leaf holding the data */
+    uint64_t len;        /* bytes described, 1..requested length          */
+    uint32_t flags;      /* VD_EXT_*                                      */
+    uint64_t host_off;   /* with VD_EXT_OFFSET: offset inside host        */
+    struct vd_dev *host; /* with VD_EXT_OFFSET: the leaf holding the data */
 };
 
 /* What check may repair (qemu's BDRV_FIX_LEAKS, BDRV_FIX_ERRORS). */
@@ -96,13 +97,13 @@ struct vd_extent {
  * finding as one line without newline, worded as qemu-img words it.
  */
 struct vd_check_report {
-    uint64_t corruptions;       /* errors left in the metadata            */
-    uint64_t leaks;             /* clusters allocated but not used        */
-    uint64_t check_errors;      /* parts that could not be checked        */
+    uint64_t corruptions;  /* errors left in the metadata            */
+    uint64_t leaks;        /* clusters allocated but not used        */
+    uint64_t check_errors; /* parts that could not be checked        */
     uint64_t corruptions_fixed;
     uint64_t leaks_fixed;
-    uint64_t image_end_offset;  /* end of the last used cluster; 0: none  */
-    uint64_t total_clusters;    /* clusters of the virtual disk           */
+    uint64_t image_end_offset; /* end of the last used cluster; 0: none  */
+    uint64_t total_clusters;   /* clusters of the virtual disk           */
     uint64_t allocated_clusters;
     uint64_t fragmented_clusters;
     uint64_t compressed_clusters;
@@ -118,9 +119,9 @@ enum vd_snapshot_op {
 };
 
 struct vd_driver {
-    const char *name;               /* "file", "raw", "qcow2", "linear"   */
+    const char *name; /* "file", "raw", "qcow2", "linear"   */
     enum vd_kind kind;
-    size_t priv_size;               /* core allocates it zeroed: vd_priv() */
+    size_t priv_size; /* core allocates it zeroed: vd_priv() */
     enum vd_thread_model thread_model;
     const struct vd_option *open_options;   /* NULL: none accepted        */
     const struct vd_option *create_options; /* formats: for create        */
@@ -171,8 +172,7 @@ struct vd_driver {
     int (*write)(struct vd_dev *dev, const void *buf, uint64_t len,
                  uint64_t off, unsigned flags);
     /* May return -ENOTSUP: the core then writes zeroes (unless FAST_ZERO). */
-    int (*zero)(struct vd_dev *dev, uint64_t len, uint64_t off,
-                unsigned flags);
+    int (*zero)(struct vd_dev *dev, uint64_t len, uint64_t off, unsigned flags);
     int (*discard)(struct vd_dev *dev, uint64_t len, uint64_t off);
     int (*flush)(struct vd_dev *dev);
 
@@ -238,8 +238,8 @@ struct vd_driver {
      * qemu-img convert -c leaves it). Returns 0 or -errno. NULL: not
      * supported.
      */
-    int (*write_compressed)(struct vd_dev *dev, const void *buf,
-                            uint64_t len, uint64_t off);
+    int (*write_compressed)(struct vd_dev *dev, const void *buf, uint64_t len,
+                            uint64_t off);
 
     /*
      * Check the node's metadata for consistency and repair what fix

@@ -60,7 +60,8 @@ static int check_range(const struct vd_dev *dev, uint64_t off, uint64_t len,
                        const char *op)
 {
     if (!vd_range_inside(off, len, vd_dev_size(dev))) {
-        return vd_err(EINVAL, "%s: %s of %" PRIu64 " bytes at offset %" PRIu64
+        return vd_err(EINVAL,
+                      "%s: %s of %" PRIu64 " bytes at offset %" PRIu64
                       " is beyond the end of the device (%" PRIu64 " bytes)",
                       dev->filename, op, len, off, vd_dev_size(dev));
     }
@@ -87,8 +88,7 @@ static bool passes_through(const struct vd_dev *dev)
 }
 
 /* One aligned, max_io-bounded request each. */
-static int call_read(struct vd_dev *dev, void *buf, uint64_t len,
-                     uint64_t off)
+static int call_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     if (!dev->drv->read) {
         if (passes_through(dev)) {
@@ -134,17 +134,18 @@ static int call_zero(struct vd_dev *dev, uint64_t len, uint64_t off,
 }
 
 /* Run fn over [off, off+len) in max_io pieces (aligned: max_io is). */
-#define FOR_EACH_CHUNK(dev, off, len, chunk_off, chunk_len)                  \
-    for (uint64_t chunk_off = (off), chunk_len, end_ = (off) + (len);        \
-         chunk_off < end_ &&                                                 \
-         ((chunk_len = VD_MIN(end_ - chunk_off, (dev)->limits.max_io)), 1);  \
+#define FOR_EACH_CHUNK(dev, off, len, chunk_off, chunk_len)                 \
+    for (uint64_t chunk_off = (off), chunk_len, end_ = (off) + (len);       \
+         chunk_off < end_ &&                                                \
+         ((chunk_len = VD_MIN(end_ - chunk_off, (dev)->limits.max_io)), 1); \
          chunk_off += chunk_len)
 
 static int read_aligned(struct vd_dev *dev, void *buf, uint64_t len,
                         uint64_t off)
 {
     uint8_t *p = buf;
-    FOR_EACH_CHUNK(dev, off, len, c_off, c_len) {
+    FOR_EACH_CHUNK(dev, off, len, c_off, c_len)
+    {
         int ret = call_read(dev, p + (c_off - off), c_len, c_off);
         if (ret < 0) {
             return ret;
@@ -157,7 +158,8 @@ static int write_aligned(struct vd_dev *dev, const void *buf, uint64_t len,
                          uint64_t off, unsigned flags)
 {
     const uint8_t *p = buf;
-    FOR_EACH_CHUNK(dev, off, len, c_off, c_len) {
+    FOR_EACH_CHUNK(dev, off, len, c_off, c_len)
+    {
         int ret = call_write(dev, p + (c_off - off), c_len, c_off, flags);
         if (ret < 0) {
             return ret;
@@ -189,7 +191,8 @@ static int zero_by_writing(struct vd_dev *dev, uint64_t len, uint64_t off,
 static int zero_aligned(struct vd_dev *dev, uint64_t len, uint64_t off,
                         unsigned flags)
 {
-    FOR_EACH_CHUNK(dev, off, len, c_off, c_len) {
+    FOR_EACH_CHUNK(dev, off, len, c_off, c_len)
+    {
         int ret = call_zero(dev, c_len, c_off, flags);
         if (ret == -ENOTSUP) {
             if (flags & VD_REQ_FAST_ZERO) {
@@ -214,8 +217,7 @@ static int zero_aligned(struct vd_dev *dev, uint64_t len, uint64_t off,
  */
 static uint64_t block_len_at(const struct vd_dev *dev, uint64_t block_off)
 {
-    return VD_MIN((uint64_t)dev->limits.align,
-                  vd_dev_size(dev) - block_off);
+    return VD_MIN((uint64_t)dev->limits.align, vd_dev_size(dev) - block_off);
 }
 
 static void *alloc_bounce(const struct vd_dev *dev, size_t len)
@@ -310,8 +312,8 @@ int vd_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
     uint64_t a_off = vd_align_down(off, align);
     uint64_t a_end = VD_MIN(vd_align_up(end, align), vd_dev_size(dev));
     uint64_t piece_max = VD_MAX((uint64_t)dev->limits.max_io, align);
-    uint8_t *bounce = alloc_bounce(dev, (size_t)VD_MIN(a_end - a_off,
-                                                       piece_max));
+    uint8_t *bounce =
+        alloc_bounce(dev, (size_t)VD_MIN(a_end - a_off, piece_max));
     if (!bounce) {
         return -ENOMEM;
     }
@@ -389,7 +391,8 @@ int vd_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
     if (a_end <= a_off) {
         return 0;
     }
-    FOR_EACH_CHUNK(dev, a_off, a_end - a_off, c_off, c_len) {
+    FOR_EACH_CHUNK(dev, a_off, a_end - a_off, c_off, c_len)
+    {
         if (!dev->drv->discard) {
             if (passes_through(dev)) {
                 ret = vd_discard(dev->children[0], c_len, c_off);
@@ -434,8 +437,10 @@ int vd_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
                     struct vd_extent *ext)
 {
     if (off >= vd_dev_size(dev) || len == 0) {
-        return vd_err(EINVAL, "%s: block status at offset %" PRIu64
-                      " is beyond the end of the device", dev->filename, off);
+        return vd_err(EINVAL,
+                      "%s: block status at offset %" PRIu64
+                      " is beyond the end of the device",
+                      dev->filename, off);
     }
     len = VD_MIN(len, vd_dev_size(dev) - off);
     memset(ext, 0, sizeof(*ext));
@@ -517,14 +522,18 @@ int vd_write_compressed(struct vd_dev *dev, const void *buf, uint64_t len,
         return ret;
     }
     if (unit == 0) {
-        return vd_err(ENOTSUP, "Compression is not supported for format "
-                      "'%s'", vd_dev_format_name(dev));
+        return vd_err(ENOTSUP,
+                      "Compression is not supported for format "
+                      "'%s'",
+                      vd_dev_format_name(dev));
     }
     if (!done && (!vd_is_aligned(off, unit) || len == 0 || len > unit ||
                   (len < unit && off + len != vd_dev_size(dev)))) {
-        return vd_err(EINVAL, "%s: a compressed write of %" PRIu64 " bytes "
-                      "at offset %" PRIu64 " is not one whole unit of %"
-                      PRIu32 " bytes", dev->filename, len, off, unit);
+        return vd_err(EINVAL,
+                      "%s: a compressed write of %" PRIu64 " bytes "
+                      "at offset %" PRIu64 " is not one whole unit of %" PRIu32
+                      " bytes",
+                      dev->filename, len, off, unit);
     }
     lock(dev);
     ret = dev->drv->write_compressed(dev, buf, len, off);
@@ -555,8 +564,8 @@ int vd_truncate(struct vd_dev *dev, uint64_t size, enum vd_prealloc prealloc)
         }
         return ret;
     }
-    return vd_err(ENOTSUP, "%s: the '%s' driver cannot resize",
-                  dev->filename, dev->drv->name);
+    return vd_err(ENOTSUP, "%s: the '%s' driver cannot resize", dev->filename,
+                  dev->drv->name);
 }
 
 int vd_message(struct vd_dev *dev, int argc, char **argv, char **reply)

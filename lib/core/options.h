@@ -13,19 +13,19 @@
 #include "../util/strbuf.h"
 
 enum vd_opt_type {
-    VD_OPT_SIZE,    /* a size with qemu-img suffixes, checked against min/max */
-    VD_OPT_UINT,    /* a plain unsigned number, checked against min/max       */
-    VD_OPT_BOOL,    /* on/off/true/false/yes/no                               */
-    VD_OPT_STRING,  /* free text                                              */
-    VD_OPT_ENUM,    /* one of choices[]                                       */
+    VD_OPT_SIZE,   /* a size with qemu-img suffixes, checked against min/max */
+    VD_OPT_UINT,   /* a plain unsigned number, checked against min/max       */
+    VD_OPT_BOOL,   /* on/off/true/false/yes/no                               */
+    VD_OPT_STRING, /* free text                                              */
+    VD_OPT_ENUM,   /* one of choices[]                                       */
 };
 
 struct vd_option {
     const char *name;
     enum vd_opt_type type;
     const char *help;
-    const char *const *choices;   /* VD_OPT_ENUM: NULL-terminated list */
-    uint64_t min, max;            /* VD_OPT_SIZE/UINT; max 0 = no limit */
+    const char *const *choices; /* VD_OPT_ENUM: NULL-terminated list */
+    uint64_t min, max;          /* VD_OPT_SIZE/UINT; max 0 = no limit */
 };
 
 /* A parsed list; values are kept as validated text. */
@@ -37,8 +37,7 @@ struct vd_opts;
  * values and duplicates fail with -EINVAL and a message naming the option.
  * text may be NULL or "" for an empty list.
  */
-VD_MUST_CHECK int vd_opts_parse(const char *text,
-                                const struct vd_option *table,
+VD_MUST_CHECK int vd_opts_parse(const char *text, const struct vd_option *table,
                                 struct vd_opts **out);
 void vd_opts_free(struct vd_opts *opts);
 

@@ -18,19 +18,13 @@ const struct vd_driver *const vd_format_drivers[] = {
 };
 
 static const struct vd_driver *const all_drivers[] = {
-    &file_driver,
-    &mem_driver,
-    &qcow2_driver,
-    &vhdx_driver,
-    &raw_driver,
-    &dm_driver,
-    &dbs_driver,
+    &file_driver, &mem_driver, &qcow2_driver, &vhdx_driver,
+    &raw_driver,  &dm_driver,  &dbs_driver,
 };
 
 const struct vd_driver *vd_driver_find(const char *name)
 {
-    for (size_t i = 0; i < sizeof(all_drivers) / sizeof(all_drivers[0]);
-         i++) {
+    for (size_t i = 0; i < sizeof(all_drivers) / sizeof(all_drivers[0]); i++) {
         if (strcmp(all_drivers[i]->name, name) == 0) {
             return all_drivers[i];
         }
@@ -38,8 +32,7 @@ const struct vd_driver *vd_driver_find(const char *name)
     return NULL;
 }
 
-const struct vd_driver *vd_driver_find_kind(const char *name,
-                                            enum vd_kind kind)
+const struct vd_driver *vd_driver_find_kind(const char *name, enum vd_kind kind)
 {
     const struct vd_driver *drv = vd_driver_find(name);
     return drv && drv->kind == kind ? drv : NULL;

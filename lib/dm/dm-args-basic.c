@@ -60,7 +60,9 @@ static void linear_print(const struct dm_segment *seg, struct vd_strbuf *out)
 }
 
 const struct dm_target_ops dm_linear_ops = {
-    "linear", linear_parse, linear_print,
+    "linear",
+    linear_parse,
+    linear_print,
 };
 
 /*
@@ -71,9 +73,9 @@ const struct dm_target_ops dm_linear_ops = {
 
 static int striped_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg stripes_arg = {
-        "number of stripes", 1, UINT32_MAX };
-    static const struct dm_arg chunk_arg = { "chunk size", 1, UINT32_MAX };
+    static const struct dm_arg stripes_arg = {"number of stripes", 1,
+                                              UINT32_MAX};
+    static const struct dm_arg chunk_arg = {"chunk size", 1, UINT32_MAX};
     struct dm_striped_args *a = &seg->args.striped;
     int ret = dm_arg_u32(as, &stripes_arg, &a->nr_stripes);
     if (ret == 0) {
@@ -83,18 +85,23 @@ static int striped_parse(struct dm_argv *as, struct dm_segment *seg)
         return ret;
     }
     if (as->len % a->nr_stripes) {
-        return dm_arg_err(as, "length %" PRIu64 " is not divisible by the "
-                          "number of stripes (%u)", as->len, a->nr_stripes);
+        return dm_arg_err(as,
+                          "length %" PRIu64 " is not divisible by the "
+                          "number of stripes (%u)",
+                          as->len, a->nr_stripes);
     }
     if ((as->len / a->nr_stripes) % a->chunk_sectors) {
-        return dm_arg_err(as, "length per stripe %" PRIu64 " is not "
+        return dm_arg_err(as,
+                          "length per stripe %" PRIu64 " is not "
                           "divisible by the chunk size (%u)",
                           as->len / a->nr_stripes, a->chunk_sectors);
     }
     if ((uint64_t)a->nr_stripes * 2 > dm_arg_left(as)) {
-        return dm_arg_err(as, "%u stripes need %" PRIu64 " device and "
-                          "offset arguments, found %u", a->nr_stripes,
-                          (uint64_t)a->nr_stripes * 2, dm_arg_left(as));
+        return dm_arg_err(as,
+                          "%u stripes need %" PRIu64 " device and "
+                          "offset arguments, found %u",
+                          a->nr_stripes, (uint64_t)a->nr_stripes * 2,
+                          dm_arg_left(as));
     }
     a->stripes = dm_table_alloc(as->t, a->nr_stripes * sizeof(*a->stripes));
     if (!a->stripes) {
@@ -104,8 +111,7 @@ static int striped_parse(struct dm_argv *as, struct dm_segment *seg)
         char what[40];
         snprintf(what, sizeof(what), "device of stripe %u", i);
         ret = parse_dev_offset(as, what, &a->stripes[i].dev,
-                               &a->stripes[i].offset,
-                               as->len / a->nr_stripes);
+                               &a->stripes[i].offset, as->len / a->nr_stripes);
     }
     return ret < 0 ? ret : dm_arg_done(as);
 }
@@ -121,7 +127,9 @@ static void striped_print(const struct dm_segment *seg, struct vd_strbuf *out)
 }
 
 const struct dm_target_ops dm_striped_ops = {
-    "striped", striped_parse, striped_print,
+    "striped",
+    striped_parse,
+    striped_print,
 };
 
 /*
@@ -133,17 +141,17 @@ const struct dm_target_ops dm_striped_ops = {
 
 static int unstriped_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg stripes_arg = {
-        "number of stripes", 1, UINT32_MAX };
-    static const struct dm_arg chunk_arg = { "chunk size", 1, UINT32_MAX };
+    static const struct dm_arg stripes_arg = {"number of stripes", 1,
+                                              UINT32_MAX};
+    static const struct dm_arg chunk_arg = {"chunk size", 1, UINT32_MAX};
     struct dm_unstriped_args *a = &seg->args.unstriped;
     int ret = dm_arg_u32(as, &stripes_arg, &a->nr_stripes);
     if (ret == 0) {
         ret = dm_arg_u32(as, &chunk_arg, &a->chunk_sectors);
     }
     if (ret == 0) {
-        const struct dm_arg stripe_arg = { "stripe number", 0,
-                                           a->nr_stripes - 1u };
+        const struct dm_arg stripe_arg = {"stripe number", 0,
+                                          a->nr_stripes - 1u};
         ret = dm_arg_u32(as, &stripe_arg, &a->stripe);
     }
     if (ret == 0) {
@@ -156,14 +164,15 @@ static int unstriped_parse(struct dm_argv *as, struct dm_segment *seg)
                                VD_MIN(span, DM_MAX_SECTOR));
     }
     if (ret == 0 && as->len % a->chunk_sectors) {
-        ret = dm_arg_err(as, "length %" PRIu64 " is not divisible by the "
-                         "chunk size (%u)", as->len, a->chunk_sectors);
+        ret = dm_arg_err(as,
+                         "length %" PRIu64 " is not divisible by the "
+                         "chunk size (%u)",
+                         as->len, a->chunk_sectors);
     }
     return ret < 0 ? ret : dm_arg_done(as);
 }
 
-static void unstriped_print(const struct dm_segment *seg,
-                            struct vd_strbuf *out)
+static void unstriped_print(const struct dm_segment *seg, struct vd_strbuf *out)
 {
     const struct dm_unstriped_args *a = &seg->args.unstriped;
     vd_strbuf_addf(out, "%u %u %u ", a->nr_stripes, a->chunk_sectors,
@@ -172,7 +181,9 @@ static void unstriped_print(const struct dm_segment *seg,
 }
 
 const struct dm_target_ops dm_unstriped_ops = {
-    "unstriped", unstriped_parse, unstriped_print,
+    "unstriped",
+    unstriped_parse,
+    unstriped_print,
 };
 
 /* zero: no arguments. */
@@ -189,7 +200,7 @@ static void no_print(const struct dm_segment *seg, struct vd_strbuf *out)
     (void)out;
 }
 
-const struct dm_target_ops dm_zero_ops = { "zero", zero_parse, no_print };
+const struct dm_target_ops dm_zero_ops = {"zero", zero_parse, no_print};
 
 /*
  * error: no arguments, or (since Linux 6.x, for zoned devices) the
@@ -209,7 +220,7 @@ static int error_parse(struct dm_argv *as, struct dm_segment *seg)
     return ret < 0 ? ret : dm_arg_done(as);
 }
 
-const struct dm_target_ops dm_error_ops = { "error", error_parse, no_print };
+const struct dm_target_ops dm_error_ops = {"error", error_parse, no_print};
 
 /*
  * delay <dev> <offset> <delay_ms> [<wdev> <woffset> <wdelay_ms>
@@ -221,7 +232,7 @@ const struct dm_target_ops dm_error_ops = { "error", error_parse, no_print };
 static int delay_class_parse(struct dm_argv *as, const char *which,
                              struct dm_delay_class *c)
 {
-    static const struct dm_arg delay_arg = { "delay", 0, UINT32_MAX };
+    static const struct dm_arg delay_arg = {"delay", 0, UINT32_MAX};
     char what[32];
     snprintf(what, sizeof(what), "%sdevice", which);
     int ret = parse_dev_offset(as, what, &c->dev, &c->offset, as->len);
@@ -276,7 +287,9 @@ static void delay_print(const struct dm_segment *seg, struct vd_strbuf *out)
 }
 
 const struct dm_target_ops dm_delay_ops = {
-    "delay", delay_parse, delay_print,
+    "delay",
+    delay_parse,
+    delay_print,
 };
 
 /*
@@ -300,19 +313,18 @@ static int flakey_twice(struct dm_argv *as, const char *name, bool *flag)
 static int flakey_corrupt_parse(struct dm_argv *as, unsigned *left,
                                 struct dm_flakey_args *a)
 {
-    static const struct dm_arg byte_arg = {
-        "corrupt_bio_byte position", 1, UINT32_MAX };
-    static const struct dm_arg value_arg = {
-        "corrupt_bio_byte value", 0, 255 };
-    static const struct dm_arg flags_arg = {
-        "corrupt_bio_byte flags", 0, UINT32_MAX };
+    static const struct dm_arg byte_arg = {"corrupt_bio_byte position", 1,
+                                           UINT32_MAX};
+    static const struct dm_arg value_arg = {"corrupt_bio_byte value", 0, 255};
+    static const struct dm_arg flags_arg = {"corrupt_bio_byte flags", 0,
+                                            UINT32_MAX};
     uint32_t value;
     if (a->corrupt_bio_byte) {
         return dm_arg_err(as, "feature corrupt_bio_byte given twice");
     }
     if (*left < 4) {
         return dm_arg_err(as, "feature corrupt_bio_byte needs 4 parameters "
-                          "(<Nth_byte> <r|w> <value> <flags>)");
+                              "(<Nth_byte> <r|w> <value> <flags>)");
     }
     int ret = dm_arg_u32(as, &byte_arg, &a->corrupt_bio_byte);
     if (ret < 0) {
@@ -320,8 +332,10 @@ static int flakey_corrupt_parse(struct dm_argv *as, unsigned *left,
     }
     const char *dir = dm_arg_shift(as);
     if (strcasecmp(dir, "r") != 0 && strcasecmp(dir, "w") != 0) {
-        return dm_arg_err(as, "invalid corrupt_bio_byte direction '%s' "
-                          "(expected r or w)", dir);
+        return dm_arg_err(as,
+                          "invalid corrupt_bio_byte direction '%s' "
+                          "(expected r or w)",
+                          dir);
     }
     a->corrupt_bio_dir = (dir[0] == 'w' || dir[0] == 'W') ? 'w' : 'r';
     ret = dm_arg_u32(as, &value_arg, &value);
@@ -336,7 +350,7 @@ static int flakey_corrupt_parse(struct dm_argv *as, unsigned *left,
 static int flakey_random_parse(struct dm_argv *as, unsigned *left,
                                const char *name, uint32_t *prob)
 {
-    const struct dm_arg spec = { name, 0, DM_FLAKEY_PROBABILITY_BASE };
+    const struct dm_arg spec = {name, 0, DM_FLAKEY_PROBABILITY_BASE};
     if (*prob) {
         return dm_arg_err(as, "feature %s given twice", name);
     }
@@ -349,8 +363,8 @@ static int flakey_random_parse(struct dm_argv *as, unsigned *left,
 
 static int flakey_features_parse(struct dm_argv *as, struct dm_flakey_args *a)
 {
-    static const struct dm_arg count_arg = {
-        "number of feature arguments", 0, 11 };
+    static const struct dm_arg count_arg = {"number of feature arguments", 0,
+                                            11};
     unsigned left;
     int ret = dm_arg_group(as, &count_arg, true, &left);
     while (ret == 0 && left > 0) {
@@ -382,8 +396,8 @@ static int flakey_features_parse(struct dm_argv *as, struct dm_flakey_args *a)
 
 static int flakey_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg up_arg = { "up interval", 0, UINT32_MAX };
-    static const struct dm_arg down_arg = { "down interval", 0, UINT32_MAX };
+    static const struct dm_arg up_arg = {"up interval", 0, UINT32_MAX};
+    static const struct dm_arg down_arg = {"down interval", 0, UINT32_MAX};
     struct dm_flakey_args *a = &seg->args.flakey;
     int ret = parse_dev_offset(as, "device", &a->dev, &a->offset, as->len);
     if (ret == 0) {
@@ -409,12 +423,14 @@ static int flakey_parse(struct dm_argv *as, struct dm_segment *seg)
     bool corrupt_r = a->corrupt_bio_byte && a->corrupt_bio_dir == 'r';
     if ((a->drop_writes || a->error_writes) &&
         (corrupt_w || a->random_write_corrupt)) {
-        return dm_arg_err(as, "%s is incompatible with random_write_corrupt "
+        return dm_arg_err(as,
+                          "%s is incompatible with random_write_corrupt "
                           "or corrupt_bio_byte with the w direction",
                           a->drop_writes ? "drop_writes" : "error_writes");
     }
     if (a->error_reads && (corrupt_r || a->random_read_corrupt)) {
-        return dm_arg_err(as, "error_reads is incompatible with "
+        return dm_arg_err(as,
+                          "error_reads is incompatible with "
                           "random_read_corrupt or corrupt_bio_byte with the "
                           "r direction");
     }
@@ -459,7 +475,9 @@ static void flakey_print(const struct dm_segment *seg, struct vd_strbuf *out)
 }
 
 const struct dm_target_ops dm_flakey_ops = {
-    "flakey", flakey_parse, flakey_print,
+    "flakey",
+    flakey_parse,
+    flakey_print,
 };
 
 /* dust <dev> <offset> <block_size_bytes>: 512 bytes up to 1 GiB (and the
@@ -467,7 +485,7 @@ const struct dm_target_ops dm_flakey_ops = {
 
 static int dust_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg bs_arg = { "block size", 512, 1u << 30 };
+    static const struct dm_arg bs_arg = {"block size", 512, 1u << 30};
     struct dm_dust_args *a = &seg->args.dust;
     int ret = parse_dev_offset(as, "device", &a->dev, &a->offset, as->len);
     if (ret == 0) {
@@ -493,7 +511,7 @@ static void dust_print(const struct dm_segment *seg, struct vd_strbuf *out)
     vd_strbuf_addf(out, " %u", seg->args.dust.block_size);
 }
 
-const struct dm_target_ops dm_dust_ops = { "dust", dust_parse, dust_print };
+const struct dm_target_ops dm_dust_ops = {"dust", dust_parse, dust_print};
 
 /* log-writes <dev> <log_dev> */
 
@@ -516,18 +534,18 @@ static void log_writes_print(const struct dm_segment *seg,
 }
 
 const struct dm_target_ops dm_log_writes_ops = {
-    "log-writes", log_writes_parse, log_writes_print,
+    "log-writes",
+    log_writes_parse,
+    log_writes_print,
 };
 
 /* switch <#paths> <region_sectors> <#optional=0> [<dev> <offset>]{#paths} */
 
 static int switch_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg paths_arg = {
-        "number of paths", 1, UINT32_MAX };
-    static const struct dm_arg region_arg = { "region size", 1, UINT32_MAX };
-    static const struct dm_arg opt_arg = {
-        "number of optional arguments", 0, 0 };
+    static const struct dm_arg paths_arg = {"number of paths", 1, UINT32_MAX};
+    static const struct dm_arg region_arg = {"region size", 1, UINT32_MAX};
+    static const struct dm_arg opt_arg = {"number of optional arguments", 0, 0};
     struct dm_switch_args *a = &seg->args.switch_;
     unsigned nr_opt;
     int ret = dm_arg_u32(as, &paths_arg, &a->nr_paths);
@@ -541,9 +559,11 @@ static int switch_parse(struct dm_argv *as, struct dm_segment *seg)
         return ret;
     }
     if ((uint64_t)a->nr_paths * 2 != dm_arg_left(as)) {
-        return dm_arg_err(as, "%u paths need %" PRIu64 " device and offset "
-                          "arguments, found %u", a->nr_paths,
-                          (uint64_t)a->nr_paths * 2, dm_arg_left(as));
+        return dm_arg_err(as,
+                          "%u paths need %" PRIu64 " device and offset "
+                          "arguments, found %u",
+                          a->nr_paths, (uint64_t)a->nr_paths * 2,
+                          dm_arg_left(as));
     }
     a->paths = dm_table_alloc(as->t, a->nr_paths * sizeof(*a->paths));
     if (!a->paths) {
@@ -552,8 +572,8 @@ static int switch_parse(struct dm_argv *as, struct dm_segment *seg)
     for (uint32_t i = 0; i < a->nr_paths && ret == 0; i++) {
         char what[32];
         snprintf(what, sizeof(what), "device of path %u", i);
-        ret = parse_dev_offset(as, what, &a->paths[i].dev,
-                               &a->paths[i].offset, 0);
+        ret = parse_dev_offset(as, what, &a->paths[i].dev, &a->paths[i].offset,
+                               0);
     }
     return ret;
 }
@@ -569,14 +589,16 @@ static void switch_print(const struct dm_segment *seg, struct vd_strbuf *out)
 }
 
 const struct dm_target_ops dm_switch_ops = {
-    "switch", switch_parse, switch_print,
+    "switch",
+    switch_parse,
+    switch_print,
 };
 
 /* era <metadata_dev> <origin_dev> <block_sectors>: a multiple of 8. */
 
 static int era_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg bs_arg = { "block size", 1, UINT32_MAX };
+    static const struct dm_arg bs_arg = {"block size", 1, UINT32_MAX};
     struct dm_era_args *a = &seg->args.era;
     int ret = dm_arg_word(as, "metadata device", &a->metadata_dev);
     if (ret == 0) {
@@ -600,14 +622,14 @@ static void era_print(const struct dm_segment *seg, struct vd_strbuf *out)
     vd_strbuf_addf(out, " %u", seg->args.era.block_sectors);
 }
 
-const struct dm_target_ops dm_era_ops = { "era", era_parse, era_print };
+const struct dm_target_ops dm_era_ops = {"era", era_parse, era_print};
 
 /* snapshot-origin <origin> */
 
 static int snapshot_origin_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    int ret = dm_arg_word(as, "origin device",
-                          &seg->args.snapshot_origin.origin);
+    int ret =
+        dm_arg_word(as, "origin device", &seg->args.snapshot_origin.origin);
     return ret < 0 ? ret : dm_arg_done(as);
 }
 
@@ -618,7 +640,9 @@ static void snapshot_origin_print(const struct dm_segment *seg,
 }
 
 const struct dm_target_ops dm_snapshot_origin_ops = {
-    "snapshot-origin", snapshot_origin_parse, snapshot_origin_print,
+    "snapshot-origin",
+    snapshot_origin_parse,
+    snapshot_origin_print,
 };
 
 /*
@@ -628,11 +652,10 @@ const struct dm_target_ops dm_snapshot_origin_ops = {
  * it from the persistent store's header" and prints as 0.
  */
 
-static int snapshot_store_parse(struct dm_argv *as,
-                                struct dm_snapshot_args *a)
+static int snapshot_store_parse(struct dm_argv *as, struct dm_snapshot_args *a)
 {
     static const struct dm_arg chunk_arg = {
-        "chunk size", 0, (uint32_t)INT32_MAX >> DM_SECTOR_SHIFT };
+        "chunk size", 0, (uint32_t)INT32_MAX >> DM_SECTOR_SHIFT};
     int ret = dm_arg_need(as, "store type (P, PO or N)");
     if (ret < 0) {
         return ret;
@@ -642,8 +665,10 @@ static int snapshot_store_parse(struct dm_argv *as,
         a->persistent = true;
         a->overflow = store[1] != '\0';
     } else if (strcasecmp(store, "N") != 0) {
-        return dm_arg_err(as, "invalid store type '%s' (expected P, PO or "
-                          "N)", store);
+        return dm_arg_err(as,
+                          "invalid store type '%s' (expected P, PO or "
+                          "N)",
+                          store);
     }
     ret = dm_arg_u32(as, &chunk_arg, &a->chunk_sectors);
     if (ret < 0) {
@@ -662,8 +687,8 @@ static int snapshot_store_parse(struct dm_argv *as,
 static int snapshot_features_parse(struct dm_argv *as,
                                    struct dm_snapshot_args *a)
 {
-    static const struct dm_arg count_arg = {
-        "number of feature arguments", 0, 2 };
+    static const struct dm_arg count_arg = {"number of feature arguments", 0,
+                                            2};
     unsigned n;
     int ret = dm_arg_group(as, &count_arg, true, &n);
     for (; ret == 0 && n > 0; n--) {
@@ -678,7 +703,7 @@ static int snapshot_features_parse(struct dm_argv *as,
     }
     if (ret == 0 && a->discard_passdown_origin && !a->discard_zeroes_cow) {
         ret = dm_arg_err(as, "discard_passdown_origin needs "
-                         "discard_zeroes_cow");
+                             "discard_zeroes_cow");
     }
     return ret;
 }
@@ -711,8 +736,7 @@ static int snapshot_merge_parse(struct dm_argv *as, struct dm_segment *seg)
     return ret;
 }
 
-static void snapshot_print(const struct dm_segment *seg,
-                           struct vd_strbuf *out)
+static void snapshot_print(const struct dm_segment *seg, struct vd_strbuf *out)
 {
     const struct dm_snapshot_args *a = &seg->args.snapshot;
     dm_print_word(out, a->origin);
@@ -734,9 +758,13 @@ static void snapshot_print(const struct dm_segment *seg,
 }
 
 const struct dm_target_ops dm_snapshot_ops = {
-    "snapshot", snapshot_parse_common, snapshot_print,
+    "snapshot",
+    snapshot_parse_common,
+    snapshot_print,
 };
 
 const struct dm_target_ops dm_snapshot_merge_ops = {
-    "snapshot-merge", snapshot_merge_parse, snapshot_print,
+    "snapshot-merge",
+    snapshot_merge_parse,
+    snapshot_print,
 };

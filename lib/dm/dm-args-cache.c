@@ -17,7 +17,7 @@
 static int block_size_parse(struct dm_argv *as, uint32_t min, uint32_t max,
                             uint32_t *out)
 {
-    const struct dm_arg spec = { "block size", min, max };
+    const struct dm_arg spec = {"block size", min, max};
     int ret = dm_arg_u32(as, &spec, out);
     if (ret == 0 && *out % min) {
         ret = dm_arg_err(as, "block size %u is not a multiple of %u sectors",
@@ -34,10 +34,9 @@ static int block_size_parse(struct dm_argv *as, uint32_t min, uint32_t max,
 
 static int thin_pool_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg low_arg = {
-        "low water mark", 0, UINT64_MAX };
-    static const struct dm_arg count_arg = {
-        "number of feature arguments", 0, 4 };
+    static const struct dm_arg low_arg = {"low water mark", 0, UINT64_MAX};
+    static const struct dm_arg count_arg = {"number of feature arguments", 0,
+                                            4};
     struct dm_thin_pool_args *a = &seg->args.thin_pool;
     unsigned n;
     int ret = dm_arg_word(as, "metadata device", &a->metadata_dev);
@@ -75,18 +74,16 @@ static int thin_pool_parse(struct dm_argv *as, struct dm_segment *seg)
     return ret < 0 ? ret : dm_arg_done(as);
 }
 
-static void thin_pool_print(const struct dm_segment *seg,
-                            struct vd_strbuf *out)
+static void thin_pool_print(const struct dm_segment *seg, struct vd_strbuf *out)
 {
     const struct dm_thin_pool_args *a = &seg->args.thin_pool;
     dm_print_word(out, a->metadata_dev);
     vd_strbuf_addc(out, ' ');
     dm_print_word(out, a->data_dev);
-    vd_strbuf_addf(out, " %u %" PRIu64 " %u", a->block_sectors,
-                   a->low_water_blocks,
-                   a->skip_block_zeroing + a->ignore_discard +
-                       a->no_discard_passdown + a->read_only +
-                       a->error_if_no_space);
+    vd_strbuf_addf(
+        out, " %u %" PRIu64 " %u", a->block_sectors, a->low_water_blocks,
+        a->skip_block_zeroing + a->ignore_discard + a->no_discard_passdown +
+            a->read_only + a->error_if_no_space);
     if (a->skip_block_zeroing) {
         vd_strbuf_add(out, " skip_block_zeroing");
     }
@@ -105,14 +102,16 @@ static void thin_pool_print(const struct dm_segment *seg,
 }
 
 const struct dm_target_ops dm_thin_pool_ops = {
-    "thin-pool", thin_pool_parse, thin_pool_print,
+    "thin-pool",
+    thin_pool_parse,
+    thin_pool_print,
 };
 
 /* thin <pool_dev> <dev_id> [<external_origin_dev>]; ids have 24 bits. */
 
 static int thin_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg id_arg = { "device id", 0, (1u << 24) - 1 };
+    static const struct dm_arg id_arg = {"device id", 0, (1u << 24) - 1};
     struct dm_thin_args *a = &seg->args.thin;
     int ret = dm_arg_word(as, "pool device", &a->pool_dev);
     if (ret == 0) {
@@ -138,7 +137,7 @@ static void thin_print(const struct dm_segment *seg, struct vd_strbuf *out)
     }
 }
 
-const struct dm_target_ops dm_thin_ops = { "thin", thin_parse, thin_print };
+const struct dm_target_ops dm_thin_ops = {"thin", thin_parse, thin_print};
 
 /*
  * cache <metadata_dev> <cache_dev> <origin_dev> <block_sectors>
@@ -148,13 +147,16 @@ const struct dm_target_ops dm_thin_ops = { "thin", thin_parse, thin_print };
  */
 
 static const char *const cache_policies[] = {
-    "default", "smq", "mq", "cleaner",
+    "default",
+    "smq",
+    "mq",
+    "cleaner",
 };
 
 static int cache_features_parse(struct dm_argv *as, struct dm_cache_args *a)
 {
-    static const struct dm_arg count_arg = {
-        "number of feature arguments", 0, 3 };
+    static const struct dm_arg count_arg = {"number of feature arguments", 0,
+                                            3};
     unsigned modes = 0;
     int ret = dm_arg_group(as, &count_arg, false, &a->nr_features);
     if (ret < 0) {
@@ -173,7 +175,7 @@ static int cache_features_parse(struct dm_argv *as, struct dm_cache_args *a)
     }
     if (modes > 1) {
         return dm_arg_err(as, "more than one I/O mode (writeback, "
-                          "writethrough, passthrough)");
+                              "writethrough, passthrough)");
     }
     a->features = dm_arg_words(as, a->nr_features);
     return a->features ? 0 : -ENOMEM;
@@ -181,8 +183,8 @@ static int cache_features_parse(struct dm_argv *as, struct dm_cache_args *a)
 
 static int cache_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg policy_count = {
-        "number of policy arguments", 0, 1024 };
+    static const struct dm_arg policy_count = {"number of policy arguments", 0,
+                                               1024};
     struct dm_cache_args *a = &seg->args.cache;
     int ret = dm_arg_word(as, "metadata device", &a->metadata_dev);
     if (ret == 0) {
@@ -208,13 +210,17 @@ static int cache_parse(struct dm_argv *as, struct dm_segment *seg)
         known |= strcmp(a->policy, cache_policies[i]) == 0;
     }
     if (!known) {
-        return dm_arg_err(as, "unknown policy '%s' (expected default, smq, "
-                          "mq or cleaner)", a->policy);
+        return dm_arg_err(as,
+                          "unknown policy '%s' (expected default, smq, "
+                          "mq or cleaner)",
+                          a->policy);
     }
     ret = dm_arg_group(as, &policy_count, false, &a->nr_policy_args);
     if (ret == 0 && a->nr_policy_args % 2) {
-        ret = dm_arg_err(as, "policy arguments come in key value pairs, "
-                         "found %u", a->nr_policy_args);
+        ret = dm_arg_err(as,
+                         "policy arguments come in key value pairs, "
+                         "found %u",
+                         a->nr_policy_args);
     }
     if (ret == 0) {
         a->policy_args = dm_arg_words(as, a->nr_policy_args);
@@ -248,7 +254,9 @@ static void cache_print(const struct dm_segment *seg, struct vd_strbuf *out)
 }
 
 const struct dm_target_ops dm_cache_ops = {
-    "cache", cache_parse, cache_print,
+    "cache",
+    cache_parse,
+    cache_print,
 };
 
 /*
@@ -261,22 +269,23 @@ struct writecache_num {
     const char *name;
     size_t value_off, set_off;
     uint64_t max;
-    char only_mode;                  /* 0, 'p' or 's' */
+    char only_mode; /* 0, 'p' or 's' */
 };
 
-#define WC_NUM(name, field, set, max, mode)                      \
-    { name, offsetof(struct dm_writecache_args, field),          \
-      offsetof(struct dm_writecache_args, set), max, mode }
+#define WC_NUM(name, field, set, max, mode)                     \
+    {                                                           \
+        name, offsetof(struct dm_writecache_args, field),       \
+            offsetof(struct dm_writecache_args, set), max, mode \
+    }
 
 static const struct writecache_num wc_nums[] = {
     WC_NUM("high_watermark", high_watermark, high_watermark_set, 100, 0),
     WC_NUM("low_watermark", low_watermark, low_watermark_set, 100, 0),
-    WC_NUM("writeback_jobs", writeback_jobs, writeback_jobs_set,
-           UINT32_MAX, 0),
+    WC_NUM("writeback_jobs", writeback_jobs, writeback_jobs_set, UINT32_MAX, 0),
     WC_NUM("autocommit_blocks", autocommit_blocks, autocommit_blocks_set,
            UINT32_MAX, 0),
-    WC_NUM("autocommit_time", autocommit_time_ms, autocommit_time_set,
-           3600000, 0),
+    WC_NUM("autocommit_time", autocommit_time_ms, autocommit_time_set, 3600000,
+           0),
     WC_NUM("max_age", max_age_ms, max_age_set, 86400000, 0),
     WC_NUM("pause_writeback", pause_writeback_ms, pause_writeback_set, 60000,
            's'),
@@ -297,8 +306,10 @@ static int writecache_option_parse(struct dm_argv *as, unsigned *left,
     }
     if (strcasecmp(name, "fua") == 0 || strcasecmp(name, "nofua") == 0) {
         if (a->mode != 'p') {
-            return dm_arg_err(as, "optional argument %s is only for "
-                              "persistent memory (p)", name);
+            return dm_arg_err(as,
+                              "optional argument %s is only for "
+                              "persistent memory (p)",
+                              name);
         }
         a->fua_set = true;
         a->fua = strcasecmp(name, "fua") == 0;
@@ -326,16 +337,16 @@ static int writecache_option_parse(struct dm_argv *as, unsigned *left,
         return dm_arg_err(as, "optional argument %s is only for SSDs (s)",
                           name);
     }
-    const struct dm_arg spec = { d->name, 0, d->max };
+    const struct dm_arg spec = {d->name, 0, d->max};
     *(bool *)((char *)a + d->set_off) = true;
     return dm_arg_u32(as, &spec, (uint32_t *)((char *)a + d->value_off));
 }
 
 static int writecache_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg bs_arg = { "block size", 512, 4096 };
-    static const struct dm_arg count_arg = {
-        "number of optional arguments", 0, UINT32_MAX };
+    static const struct dm_arg bs_arg = {"block size", 512, 4096};
+    static const struct dm_arg count_arg = {"number of optional arguments", 0,
+                                            UINT32_MAX};
     struct dm_writecache_args *a = &seg->args.writecache;
     unsigned n;
     int ret = dm_arg_need(as, "cache type (p or s)");
@@ -398,8 +409,7 @@ static void writecache_print(const struct dm_segment *seg,
         const struct writecache_num *d = &wc_nums[i];
         if (*(const bool *)((const char *)a + d->set_off)) {
             vd_strbuf_addf(out, " %s %u", d->name,
-                           *(const uint32_t *)((const char *)a +
-                                               d->value_off));
+                           *(const uint32_t *)((const char *)a + d->value_off));
         }
     }
     if (a->cleaner) {
@@ -417,5 +427,7 @@ static void writecache_print(const struct dm_segment *seg,
 }
 
 const struct dm_target_ops dm_writecache_ops = {
-    "writecache", writecache_parse, writecache_print,
+    "writecache",
+    writecache_parse,
+    writecache_print,
 };

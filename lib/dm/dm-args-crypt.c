@@ -8,8 +8,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdio.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,23 +22,17 @@
 struct cipher_info {
     const char *name;
     unsigned min, max, step;
-    unsigned block_size;             /* IV size for tcw */
+    unsigned block_size; /* IV size for tcw */
 };
 
 static const struct cipher_info ciphers[] = {
-    { "aes", 16, 32, 8, 16 },
-    { "twofish", 16, 32, 8, 16 },
-    { "serpent", 0, 32, 1, 16 },
-    { "camellia", 16, 32, 8, 16 },
-    { "aria", 16, 32, 8, 16 },
-    { "sm4", 16, 16, 1, 16 },
-    { "cast5", 5, 16, 1, 8 },
-    { "cast6", 16, 32, 4, 16 },
-    { "blowfish", 4, 56, 1, 8 },
-    { "des", 8, 8, 1, 8 },
-    { "des3_ede", 24, 24, 1, 8 },
-    { "anubis", 16, 40, 4, 16 },
-    { "cipher_null", 0, 0, 1, 1 },
+    {"aes", 16, 32, 8, 16},      {"twofish", 16, 32, 8, 16},
+    {"serpent", 0, 32, 1, 16},   {"camellia", 16, 32, 8, 16},
+    {"aria", 16, 32, 8, 16},     {"sm4", 16, 16, 1, 16},
+    {"cast5", 5, 16, 1, 8},      {"cast6", 16, 32, 4, 16},
+    {"blowfish", 4, 56, 1, 8},   {"des", 8, 8, 1, 8},
+    {"des3_ede", 24, 24, 1, 8},  {"anubis", 16, 40, 4, 16},
+    {"cipher_null", 0, 0, 1, 1},
 };
 
 static const struct cipher_info *cipher_find(const char *name, size_t len)
@@ -58,8 +52,8 @@ static bool cipher_key_ok(const struct cipher_info *c, unsigned size)
 }
 
 static const char *const iv_modes[] = {
-    "plain", "plain64", "plain64be", "essiv", "benbi", "null", "lmk",
-    "tcw", "random", "eboiv", "elephant",
+    "plain", "plain64", "plain64be", "essiv", "benbi",    "null",
+    "lmk",   "tcw",     "random",    "eboiv", "elephant",
 };
 
 /* What the cipher specification tells us about acceptable keys. */
@@ -67,7 +61,7 @@ struct cipher_spec {
     const struct cipher_info *cipher; /* NULL: unknown, not checked */
     char chainmode[16];
     char ivmode[16];
-    unsigned keycount;               /* tfms: a power of two */
+    unsigned keycount; /* tfms: a power of two */
 };
 
 /*
@@ -111,7 +105,8 @@ static int cipher_parse(struct dm_argv *as, const char *spec, bool aead,
         }
     } else {
         if (strchr(buf, '(') || aead) {
-            return dm_arg_err(as, "invalid cipher specification '%s' (AEAD "
+            return dm_arg_err(as,
+                              "invalid cipher specification '%s' (AEAD "
                               "and crypto API names need the capi: form)",
                               spec);
         }
@@ -121,10 +116,11 @@ static int cipher_parse(struct dm_argv *as, const char *spec, bool aead,
         char *name = strsep(&count, ":");
         if (count) {
             uint64_t kc;
-            if (dm_parse_u64(count, &kc) < 0 || !vd_is_pow2(kc) ||
-                kc > 65536) {
-                return dm_arg_err(as, "invalid key count '%s' in cipher '%s' "
-                                  "(expected a power of two)", count, spec);
+            if (dm_parse_u64(count, &kc) < 0 || !vd_is_pow2(kc) || kc > 65536) {
+                return dm_arg_err(as,
+                                  "invalid key count '%s' in cipher '%s' "
+                                  "(expected a power of two)",
+                                  count, spec);
             }
             cs->keycount = (unsigned)kc;
         }
@@ -149,12 +145,14 @@ static int cipher_parse(struct dm_argv *as, const char *spec, bool aead,
             known |= strcmp(ivmode, iv_modes[i]) == 0;
         }
         if (!known) {
-            return dm_arg_err(as, "unknown IV mode '%s' in cipher '%s'",
-                              ivmode, spec);
+            return dm_arg_err(as, "unknown IV mode '%s' in cipher '%s'", ivmode,
+                              spec);
         }
         if (strcmp(ivmode, "essiv") == 0 && (!ivopts || !*ivopts)) {
-            return dm_arg_err(as, "IV mode essiv needs a digest "
-                              "(essiv:sha256) in cipher '%s'", spec);
+            return dm_arg_err(as,
+                              "IV mode essiv needs a digest "
+                              "(essiv:sha256) in cipher '%s'",
+                              spec);
         }
         snprintf(cs->ivmode, sizeof(cs->ivmode), "%s", ivmode);
     }
@@ -176,14 +174,18 @@ static int crypt_key_check(struct dm_argv *as, const char *spec,
     } else if (strcmp(cs->ivmode, "tcw") == 0) {
         extra = (cs->cipher ? cs->cipher->block_size : 16) + 16;
         if (key_size <= extra) {
-            return dm_arg_err(as, "key of %u bytes is too short for IV mode "
-                              "tcw", key_size);
+            return dm_arg_err(as,
+                              "key of %u bytes is too short for IV mode "
+                              "tcw",
+                              key_size);
         }
     } else if (strcmp(cs->ivmode, "elephant") == 0) {
         extra = key_size / 2;
         if (extra > 32) {
-            return dm_arg_err(as, "key of %u bytes is too long for IV mode "
-                              "elephant", key_size);
+            return dm_arg_err(as,
+                              "key of %u bytes is too long for IV mode "
+                              "elephant",
+                              key_size);
         }
     }
     if ((key_size - extra) % cs->keycount) {
@@ -191,8 +193,8 @@ static int crypt_key_check(struct dm_argv *as, const char *spec,
                           key_size, cs->keycount);
     }
     static const char *const modes[] = {
-        "cbc", "ecb", "xts", "lrw", "ctr", "cts", "pcbc", "cfb", "ofb",
-        "gcm", "ccm",
+        "cbc",  "ecb", "xts", "lrw", "ctr", "cts",
+        "pcbc", "cfb", "ofb", "gcm", "ccm",
     };
     bool known_mode = false;
     for (size_t i = 0; i < VD_ARRAY_SIZE(modes); i++) {
@@ -212,9 +214,10 @@ static int crypt_key_check(struct dm_argv *as, const char *spec,
         ok = cipher_key_ok(cs->cipher, sub);
     }
     if (!ok) {
-        return dm_arg_err(as, "invalid key: %u bytes (%u hex digits) is not "
-                          "a valid key size for %s", key_size, key_size * 2,
-                          spec);
+        return dm_arg_err(as,
+                          "invalid key: %u bytes (%u hex digits) is not "
+                          "a valid key size for %s",
+                          key_size, key_size * 2, spec);
     }
     return 0;
 }
@@ -224,13 +227,16 @@ static int crypt_keyring_parse(struct dm_argv *as, const char *key,
                                struct dm_crypt_args *a)
 {
     static const char *const types[] = {
-        "logon:", "user:", "encrypted:", "trusted:" };
+        "logon:", "user:", "encrypted:", "trusted:"};
     const char *colon = strchr(key + 1, ':');
     char num[24];
     uint64_t size;
-    if (!colon || colon == key + 1 || (size_t)(colon - key - 1) >= sizeof(num)) {
-        return dm_arg_err(as, "invalid keyring key '%s' (expected "
-                          ":<size>:<type>:<description>)", key);
+    if (!colon || colon == key + 1 ||
+        (size_t)(colon - key - 1) >= sizeof(num)) {
+        return dm_arg_err(as,
+                          "invalid keyring key '%s' (expected "
+                          ":<size>:<type>:<description>)",
+                          key);
     }
     memcpy(num, key + 1, (size_t)(colon - key - 1));
     num[colon - key - 1] = '\0';
@@ -246,7 +252,8 @@ static int crypt_keyring_parse(struct dm_argv *as, const char *key,
         }
     }
     if (!typed) {
-        return dm_arg_err(as, "invalid keyring key '%s' (the type is logon, "
+        return dm_arg_err(as,
+                          "invalid keyring key '%s' (the type is logon, "
                           "user, encrypted or trusted, then a description)",
                           key);
     }
@@ -267,8 +274,10 @@ static int crypt_key_parse(struct dm_argv *as, const char *key,
     }
     size_t n = strlen(key);
     if (n % 2) {
-        return dm_arg_err(as, "invalid key: %zu hex digits is not a whole "
-                          "number of bytes", n);
+        return dm_arg_err(as,
+                          "invalid key: %zu hex digits is not a whole "
+                          "number of bytes",
+                          n);
     }
     a->key_size = (uint32_t)(n / 2);
     a->key = dm_table_alloc(as->t, n / 2 + 1);
@@ -284,18 +293,20 @@ static int crypt_key_parse(struct dm_argv *as, const char *key,
 static int crypt_option_parse(struct dm_argv *as, const char *opt,
                               struct dm_crypt_args *a)
 {
-    static const struct { const char *name; size_t off; } flags[] = {
-        { "allow_discards", offsetof(struct dm_crypt_args, allow_discards) },
-        { "same_cpu_crypt", offsetof(struct dm_crypt_args, same_cpu_crypt) },
-        { "high_priority", offsetof(struct dm_crypt_args, high_priority) },
-        { "submit_from_crypt_cpus",
-          offsetof(struct dm_crypt_args, submit_from_crypt_cpus) },
-        { "no_read_workqueue",
-          offsetof(struct dm_crypt_args, no_read_workqueue) },
-        { "no_write_workqueue",
-          offsetof(struct dm_crypt_args, no_write_workqueue) },
-        { "iv_large_sectors",
-          offsetof(struct dm_crypt_args, iv_large_sectors) },
+    static const struct {
+        const char *name;
+        size_t off;
+    } flags[] = {
+        {"allow_discards", offsetof(struct dm_crypt_args, allow_discards)},
+        {"same_cpu_crypt", offsetof(struct dm_crypt_args, same_cpu_crypt)},
+        {"high_priority", offsetof(struct dm_crypt_args, high_priority)},
+        {"submit_from_crypt_cpus",
+         offsetof(struct dm_crypt_args, submit_from_crypt_cpus)},
+        {"no_read_workqueue",
+         offsetof(struct dm_crypt_args, no_read_workqueue)},
+        {"no_write_workqueue",
+         offsetof(struct dm_crypt_args, no_write_workqueue)},
+        {"iv_large_sectors", offsetof(struct dm_crypt_args, iv_large_sectors)},
     };
     for (size_t i = 0; i < VD_ARRAY_SIZE(flags); i++) {
         if (strcasecmp(opt, flags[i].name) == 0) {
@@ -309,19 +320,25 @@ static int crypt_option_parse(struct dm_argv *as, const char *opt,
         const char *colon = strchr(opt + 10, ':');
         size_t n = colon ? (size_t)(colon - opt - 10) : 0;
         if (!colon || n == 0 || n >= sizeof(num)) {
-            return dm_arg_err(as, "invalid option '%s' (expected "
-                              "integrity:<bytes>:<type>)", opt);
+            return dm_arg_err(as,
+                              "invalid option '%s' (expected "
+                              "integrity:<bytes>:<type>)",
+                              opt);
         }
         memcpy(num, opt + 10, n);
         num[n] = '\0';
         if (dm_parse_u64(num, &v) < 0 || v == 0 || v > 480) {
-            return dm_arg_err(as, "invalid integrity tag size '%s' (1 to "
-                              "480 bytes)", num);
+            return dm_arg_err(as,
+                              "invalid integrity tag size '%s' (1 to "
+                              "480 bytes)",
+                              num);
         }
         if (strcasecmp(colon + 1, "aead") != 0 &&
             strcasecmp(colon + 1, "none") != 0) {
-            return dm_arg_err(as, "unknown integrity profile '%s' (expected "
-                              "aead or none)", colon + 1);
+            return dm_arg_err(as,
+                              "unknown integrity profile '%s' (expected "
+                              "aead or none)",
+                              colon + 1);
         }
         a->integrity_bytes = (uint32_t)v;
         a->integrity_type = dm_table_strdup(as->t, colon + 1);
@@ -330,8 +347,10 @@ static int crypt_option_parse(struct dm_argv *as, const char *opt,
     if (strncmp(opt, "sector_size:", 12) == 0) {
         if (dm_parse_u64(opt + 12, &v) < 0 || v < 512 || v > 4096 ||
             !vd_is_pow2(v)) {
-            return dm_arg_err(as, "invalid option '%s' (sector_size is a "
-                              "power of two from 512 to 4096)", opt);
+            return dm_arg_err(as,
+                              "invalid option '%s' (sector_size is a "
+                              "power of two from 512 to 4096)",
+                              opt);
         }
         a->sector_size = (uint32_t)v;
         return 0;
@@ -346,15 +365,15 @@ static int crypt_option_parse(struct dm_argv *as, const char *opt,
  */
 static int crypt_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg count_arg = {
-        "number of optional parameters", 0, 9 };
+    static const struct dm_arg count_arg = {"number of optional parameters", 0,
+                                            9};
     struct dm_crypt_args *a = &seg->args.crypt;
     struct cipher_spec cs;
     char *key;
     unsigned n;
     if (dm_arg_left(as) < 5) {
-        static const char *const names[] = {
-            "cipher", "key", "IV offset", "device", "offset" };
+        static const char *const names[] = {"cipher", "key", "IV offset",
+                                            "device", "offset"};
         return dm_arg_err(as, "missing %s", names[dm_arg_left(as)]);
     }
     a->sector_size = 512;
@@ -399,13 +418,16 @@ static int crypt_parse(struct dm_argv *as, struct dm_segment *seg)
     }
     uint64_t unit = a->sector_size >> DM_SECTOR_SHIFT;
     if (as->len % unit) {
-        return dm_arg_err(as, "length %" PRIu64 " is not a multiple of "
-                          "sector_size %u", as->len, a->sector_size);
+        return dm_arg_err(as,
+                          "length %" PRIu64 " is not a multiple of "
+                          "sector_size %u",
+                          as->len, a->sector_size);
     }
     if (a->iv_large_sectors && a->iv_offset % unit) {
-        return dm_arg_err(as, "IV offset %" PRIu64 " is not a multiple of "
-                          "sector_size %u (iv_large_sectors)", a->iv_offset,
-                          a->sector_size);
+        return dm_arg_err(as,
+                          "IV offset %" PRIu64 " is not a multiple of "
+                          "sector_size %u (iv_large_sectors)",
+                          a->iv_offset, a->sector_size);
     }
     return 0;
 }
@@ -465,5 +487,7 @@ static void crypt_print(const struct dm_segment *seg, struct vd_strbuf *out)
 }
 
 const struct dm_target_ops dm_crypt_ops = {
-    "crypt", crypt_parse, crypt_print,
+    "crypt",
+    crypt_parse,
+    crypt_print,
 };

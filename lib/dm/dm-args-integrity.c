@@ -28,33 +28,38 @@ struct integrity_num {
     uint32_t min, max;
 };
 
-#define NUM_OPT(name, field, min, max)                            \
-    { name ":", offsetof(struct dm_integrity_args, field),        \
-      offsetof(struct dm_integrity_args, field##_set), min, max }
+#define NUM_OPT(name, field, min, max)                                \
+    {                                                                 \
+        name ":", offsetof(struct dm_integrity_args, field),          \
+            offsetof(struct dm_integrity_args, field##_set), min, max \
+    }
 
 static const struct integrity_num num_opts[] = {
     NUM_OPT("journal_sectors", journal_sectors, 0, UINT32_MAX),
     NUM_OPT("interleave_sectors", interleave_sectors, 0, UINT32_MAX),
     NUM_OPT("buffer_sectors", buffer_sectors, 0, UINT32_MAX),
     NUM_OPT("journal_watermark", journal_watermark, 0, 100),
-    { "commit_time:", offsetof(struct dm_integrity_args, commit_time_ms),
-      offsetof(struct dm_integrity_args, commit_time_set), 0, UINT32_MAX },
+    {"commit_time:", offsetof(struct dm_integrity_args, commit_time_ms),
+     offsetof(struct dm_integrity_args, commit_time_set), 0, UINT32_MAX},
     NUM_OPT("block_size", block_size, 512, 4096),
-    { "bitmap_flush_interval:",
-      offsetof(struct dm_integrity_args, bitmap_flush_interval_ms),
-      offsetof(struct dm_integrity_args, bitmap_flush_interval_set), 0,
-      UINT32_MAX },
+    {"bitmap_flush_interval:",
+     offsetof(struct dm_integrity_args, bitmap_flush_interval_ms),
+     offsetof(struct dm_integrity_args, bitmap_flush_interval_set), 0,
+     UINT32_MAX},
 };
 
-static const struct { const char *name; size_t off; } flag_opts[] = {
-    { "recalculate", offsetof(struct dm_integrity_args, recalculate) },
-    { "reset_recalculate",
-      offsetof(struct dm_integrity_args, reset_recalculate) },
-    { "allow_discards", offsetof(struct dm_integrity_args, allow_discards) },
-    { "fix_padding", offsetof(struct dm_integrity_args, fix_padding) },
-    { "fix_hmac", offsetof(struct dm_integrity_args, fix_hmac) },
-    { "legacy_recalculate",
-      offsetof(struct dm_integrity_args, legacy_recalculate) },
+static const struct {
+    const char *name;
+    size_t off;
+} flag_opts[] = {
+    {"recalculate", offsetof(struct dm_integrity_args, recalculate)},
+    {"reset_recalculate",
+     offsetof(struct dm_integrity_args, reset_recalculate)},
+    {"allow_discards", offsetof(struct dm_integrity_args, allow_discards)},
+    {"fix_padding", offsetof(struct dm_integrity_args, fix_padding)},
+    {"fix_hmac", offsetof(struct dm_integrity_args, fix_hmac)},
+    {"legacy_recalculate",
+     offsetof(struct dm_integrity_args, legacy_recalculate)},
 };
 
 /* "internal_hash:alg[:hexkey]" and the journal ones: the key is hex. */
@@ -70,13 +75,17 @@ static int integrity_alg_parse(struct dm_argv *as, const char *opt,
         size_t n = strlen(key + 1);
         uint8_t byte;
         if (n % 2) {
-            return dm_arg_err(as, "invalid option '%s': the key has an odd "
-                              "number of hex digits", opt);
+            return dm_arg_err(as,
+                              "invalid option '%s': the key has an odd "
+                              "number of hex digits",
+                              opt);
         }
         for (size_t i = 0; i < n; i += 2) {
             if (!dm_parse_hex(key + 1 + i, 2, &byte)) {
-                return dm_arg_err(as, "invalid option '%s': the key is not "
-                                  "hexadecimal", opt);
+                return dm_arg_err(as,
+                                  "invalid option '%s': the key is not "
+                                  "hexadecimal",
+                                  opt);
             }
         }
     }
@@ -104,12 +113,16 @@ static int integrity_option_parse(struct dm_argv *as, const char *opt,
             continue;
         }
         if (dm_parse_u64(opt + n, &v) < 0 || v < d->min || v > d->max) {
-            return dm_arg_err(as, "invalid option '%s' (expected a number "
-                              "from %u to %u)", opt, d->min, d->max);
+            return dm_arg_err(as,
+                              "invalid option '%s' (expected a number "
+                              "from %u to %u)",
+                              opt, d->min, d->max);
         }
         if (strcmp(d->prefix, "block_size:") == 0 && !vd_is_pow2(v)) {
-            return dm_arg_err(as, "invalid option '%s' (block_size is a "
-                              "power of two)", opt);
+            return dm_arg_err(as,
+                              "invalid option '%s' (block_size is a "
+                              "power of two)",
+                              opt);
         }
         if (strcmp(d->prefix, "journal_sectors:") == 0 && v == 0) {
             v = 1; /* as the kernel rounds it */
@@ -146,9 +159,9 @@ static int integrity_option_parse(struct dm_argv *as, const char *opt,
 
 static int integrity_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg tag_arg = { "tag size", 1, UINT32_MAX };
-    static const struct dm_arg count_arg = {
-        "number of optional arguments", 0, 18 };
+    static const struct dm_arg tag_arg = {"tag size", 1, UINT32_MAX};
+    static const struct dm_arg count_arg = {"number of optional arguments", 0,
+                                            18};
     struct dm_integrity_args *a = &seg->args.integrity;
     unsigned n;
     int ret = dm_arg_word(as, "device", &a->dev);
@@ -199,8 +212,7 @@ static int integrity_parse(struct dm_argv *as, struct dm_segment *seg)
     return dm_arg_done(as);
 }
 
-static void integrity_print(const struct dm_segment *seg,
-                            struct vd_strbuf *out)
+static void integrity_print(const struct dm_segment *seg, struct vd_strbuf *out)
 {
     const struct dm_integrity_args *a = &seg->args.integrity;
     unsigned n = 0;
@@ -214,11 +226,10 @@ static void integrity_print(const struct dm_segment *seg,
     n = (a->meta_device != NULL) + a->block_size_set + a->recalculate +
         a->reset_recalculate + a->allow_discards + a->journal_sectors_set +
         a->interleave_sectors_set + a->buffer_sectors_set +
-        a->journal_watermark_set + a->commit_time_set +
-        a->sectors_per_bit_set + a->bitmap_flush_interval_set +
-        a->fix_padding + a->fix_hmac + a->legacy_recalculate +
-        (a->internal_hash != NULL) + (a->journal_crypt != NULL) +
-        (a->journal_mac != NULL);
+        a->journal_watermark_set + a->commit_time_set + a->sectors_per_bit_set +
+        a->bitmap_flush_interval_set + a->fix_padding + a->fix_hmac +
+        a->legacy_recalculate + (a->internal_hash != NULL) +
+        (a->journal_crypt != NULL) + (a->journal_mac != NULL);
     vd_strbuf_addf(out, " %c %u", a->mode, n);
     if (a->meta_device) {
         vd_strbuf_add(out, " meta_device:");
@@ -267,10 +278,9 @@ static void integrity_print(const struct dm_segment *seg,
     if (a->legacy_recalculate) {
         vd_strbuf_add(out, " legacy_recalculate");
     }
-    static const char *const alg_names[] = {
-        "internal_hash", "journal_crypt", "journal_mac" };
-    const char *algs[] = { a->internal_hash, a->journal_crypt,
-                           a->journal_mac };
+    static const char *const alg_names[] = {"internal_hash", "journal_crypt",
+                                            "journal_mac"};
+    const char *algs[] = {a->internal_hash, a->journal_crypt, a->journal_mac};
     for (size_t i = 0; i < 3; i++) {
         if (algs[i]) {
             vd_strbuf_addf(out, " %s:", alg_names[i]);
@@ -280,5 +290,7 @@ static void integrity_print(const struct dm_segment *seg,
 }
 
 const struct dm_target_ops dm_integrity_ops = {
-    "integrity", integrity_parse, integrity_print,
+    "integrity",
+    integrity_parse,
+    integrity_print,
 };

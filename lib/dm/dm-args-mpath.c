@@ -34,16 +34,14 @@ static void print_words(struct vd_strbuf *out, char **words, unsigned n)
 
 struct mpath_selector {
     const char *name;
-    unsigned table_args;        /* per-path words the kernel prints */
+    unsigned table_args; /* per-path words the kernel prints */
     unsigned defaults[2];
 };
 
 static const struct mpath_selector selectors[] = {
-    { "round-robin", 1, { 1, 0 } },
-    { "queue-length", 1, { 1, 0 } },
-    { "service-time", 2, { 1, 1 } },
-    { "historical-service-time", 0, { 0, 0 } },
-    { "io-affinity", 1, { 0, 0 } },
+    {"round-robin", 1, {1, 0}},  {"queue-length", 1, {1, 0}},
+    {"service-time", 2, {1, 1}}, {"historical-service-time", 0, {0, 0}},
+    {"io-affinity", 1, {0, 0}},
 };
 
 static const struct mpath_selector *selector_find(const char *name)
@@ -56,14 +54,12 @@ static const struct mpath_selector *selector_find(const char *name)
     return NULL;
 }
 
-static int mpath_features_parse(struct dm_argv *as,
-                                struct dm_multipath_args *a)
+static int mpath_features_parse(struct dm_argv *as, struct dm_multipath_args *a)
 {
-    static const struct dm_arg count_arg = {
-        "number of feature arguments", 0, 8 };
-    static const struct dm_arg retries_arg = { "pg_init_retries", 1, 50 };
-    static const struct dm_arg delay_arg = {
-        "pg_init_delay_msecs", 0, 60000 };
+    static const struct dm_arg count_arg = {"number of feature arguments", 0,
+                                            8};
+    static const struct dm_arg retries_arg = {"pg_init_retries", 1, 50};
+    static const struct dm_arg delay_arg = {"pg_init_delay_msecs", 0, 60000};
     unsigned n;
     int ret = dm_arg_group(as, &count_arg, false, &n);
     while (ret == 0 && n > 0) {
@@ -90,8 +86,10 @@ static int mpath_features_parse(struct dm_argv *as,
             if (strcmp(m, "bio") == 0) {
                 a->bio_based = true;
             } else if (strcmp(m, "rq") != 0 && strcmp(m, "mq") != 0) {
-                ret = dm_arg_err(as, "invalid queue_mode '%s' (expected bio, "
-                                 "rq or mq)", m);
+                ret = dm_arg_err(as,
+                                 "invalid queue_mode '%s' (expected bio, "
+                                 "rq or mq)",
+                                 m);
             }
         } else {
             ret = dm_arg_err(as, "unknown feature '%s'", f);
@@ -103,8 +101,8 @@ static int mpath_features_parse(struct dm_argv *as,
 static int mpath_hw_parse(struct dm_argv *as, struct dm_multipath_args *a)
 {
     static const struct dm_arg count_arg = {
-        "number of hardware handler arguments", 0, 1024 };
-    static const char *const handlers[] = { "alua", "emc", "hp_sw", "rdac" };
+        "number of hardware handler arguments", 0, 1024};
+    static const char *const handlers[] = {"alua", "emc", "hp_sw", "rdac"};
     unsigned n;
     int ret = dm_arg_group(as, &count_arg, false, &n);
     if (ret < 0 || n == 0) {
@@ -125,11 +123,11 @@ static int mpath_hw_parse(struct dm_argv *as, struct dm_multipath_args *a)
 
 static int mpath_group_parse(struct dm_argv *as, struct dm_mpath_group *g)
 {
-    static const struct dm_arg sel_arg = {
-        "number of selector arguments", 0, 1024 };
-    static const struct dm_arg paths_arg = { "number of paths", 1, 1024 };
-    static const struct dm_arg path_args_arg = {
-        "number of path arguments", 0, 1024 };
+    static const struct dm_arg sel_arg = {"number of selector arguments", 0,
+                                          1024};
+    static const struct dm_arg paths_arg = {"number of paths", 1, 1024};
+    static const struct dm_arg path_args_arg = {"number of path arguments", 0,
+                                                1024};
     int ret = dm_arg_word(as, "path selector", &g->selector);
     if (ret == 0 && !selector_find(g->selector)) {
         ret = dm_arg_err(as, "unknown path selector '%s'", g->selector);
@@ -168,9 +166,10 @@ static int mpath_group_parse(struct dm_argv *as, struct dm_mpath_group *g)
             g->paths[i].args = dm_arg_words(as, g->nr_path_args);
             ret = g->paths[i].args ? 0 : -ENOMEM;
         }
-        for (unsigned j = 0; ret == 0 && sel->table_args &&
-                             strcmp(sel->name, "io-affinity") != 0 &&
-                             j < g->nr_path_args; j++) {
+        for (unsigned j = 0;
+             ret == 0 && sel->table_args &&
+             strcmp(sel->name, "io-affinity") != 0 && j < g->nr_path_args;
+             j++) {
             uint64_t v;
             if (dm_parse_u64(g->paths[i].args[j], &v) < 0 || v > UINT32_MAX ||
                 (j == 1 && v > 100)) {
@@ -184,10 +183,10 @@ static int mpath_group_parse(struct dm_argv *as, struct dm_mpath_group *g)
 
 static int multipath_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg groups_arg = {
-        "number of priority groups", 0, 1024 };
-    static const struct dm_arg initial_arg = {
-        "initial priority group", 0, 1024 };
+    static const struct dm_arg groups_arg = {"number of priority groups", 0,
+                                             1024};
+    static const struct dm_arg initial_arg = {"initial priority group", 0,
+                                              1024};
     struct dm_multipath_args *a = &seg->args.multipath;
     int ret = mpath_features_parse(as, a);
     if (ret == 0) {
@@ -217,15 +216,14 @@ static int multipath_parse(struct dm_argv *as, struct dm_segment *seg)
     return ret < 0 ? ret : dm_arg_done(as);
 }
 
-static void multipath_print(const struct dm_segment *seg,
-                            struct vd_strbuf *out)
+static void multipath_print(const struct dm_segment *seg, struct vd_strbuf *out)
 {
     const struct dm_multipath_args *a = &seg->args.multipath;
-    vd_strbuf_addf(out, "%u", a->queue_if_no_path +
-                                  (a->pg_init_retries ? 2u : 0u) +
-                                  (a->pg_init_delay_set ? 2u : 0u) +
-                                  a->retain_attached_hw_handler +
-                                  (a->bio_based ? 2u : 0u));
+    vd_strbuf_addf(out, "%u",
+                   a->queue_if_no_path + (a->pg_init_retries ? 2u : 0u) +
+                       (a->pg_init_delay_set ? 2u : 0u) +
+                       a->retain_attached_hw_handler +
+                       (a->bio_based ? 2u : 0u));
     if (a->queue_if_no_path) {
         vd_strbuf_add(out, " queue_if_no_path");
     }
@@ -274,8 +272,7 @@ static void multipath_print(const struct dm_segment *seg,
                 if (j < g->nr_path_args) {
                     v = (unsigned)strtoul(g->paths[p].args[j], NULL, 10);
                 }
-                if (j == 0 && strcmp(sel->name, "round-robin") == 0 &&
-                    v > 1) {
+                if (j == 0 && strcmp(sel->name, "round-robin") == 0 && v > 1) {
                     v = 1; /* repeat_count > 1 is deprecated: forced to 1 */
                 }
                 vd_strbuf_addf(out, " %u", v);
@@ -285,5 +282,7 @@ static void multipath_print(const struct dm_segment *seg,
 }
 
 const struct dm_target_ops dm_multipath_ops = {
-    "multipath", multipath_parse, multipath_print,
+    "multipath",
+    multipath_parse,
+    multipath_print,
 };

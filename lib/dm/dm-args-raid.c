@@ -33,9 +33,9 @@ static void print_words(struct vd_strbuf *out, char **words, unsigned n)
 
 static int mirror_log_parse(struct dm_argv *as, struct dm_mirror_args *a)
 {
-    static const struct dm_arg count_arg = {
-        "number of log arguments", 0, UINT32_MAX };
-    static const struct dm_arg region_arg = { "region size", 2, UINT32_MAX };
+    static const struct dm_arg count_arg = {"number of log arguments", 0,
+                                            UINT32_MAX};
+    static const struct dm_arg region_arg = {"region size", 2, UINT32_MAX};
     int ret = dm_arg_word(as, "log type", &a->log_type);
     if (ret == 0) {
         ret = dm_arg_group(as, &count_arg, false, &a->nr_log_args);
@@ -50,14 +50,18 @@ static int mirror_log_parse(struct dm_argv *as, struct dm_mirror_args *a)
         min = 2;
     } else if (strcmp(a->log_type, "userspace") == 0) {
         if (n < 3) {
-            return dm_arg_err(as, "userspace log needs at least 3 "
-                              "arguments, found %u", n);
+            return dm_arg_err(as,
+                              "userspace log needs at least 3 "
+                              "arguments, found %u",
+                              n);
         }
         a->log_args = dm_arg_words(as, n);
         return a->log_args ? 0 : -ENOMEM;
     } else {
-        return dm_arg_err(as, "unknown log type '%s' (expected core, disk "
-                          "or userspace)", a->log_type);
+        return dm_arg_err(as,
+                          "unknown log type '%s' (expected core, disk "
+                          "or userspace)",
+                          a->log_type);
     }
     if (n < min || n > min + 1) {
         return dm_arg_err(as, "%s log takes %u or %u arguments, found %u",
@@ -81,8 +85,10 @@ static int mirror_log_parse(struct dm_argv *as, struct dm_mirror_args *a)
         return ret;
     }
     if (!vd_is_pow2(a->region_sectors) || a->region_sectors > as->len) {
-        return dm_arg_err(as, "region size %u is not a power of two no "
-                          "larger than the target", a->region_sectors);
+        return dm_arg_err(as,
+                          "region size %u is not a power of two no "
+                          "larger than the target",
+                          a->region_sectors);
     }
     const char *sync = dm_arg_shift(&sub);
     if (sync && strcmp(sync, "sync") == 0) {
@@ -90,17 +96,19 @@ static int mirror_log_parse(struct dm_argv *as, struct dm_mirror_args *a)
     } else if (sync && strcmp(sync, "nosync") == 0) {
         a->sync = DM_LOG_SYNC_NONE;
     } else if (sync) {
-        return dm_arg_err(as, "invalid log argument '%s' (expected sync or "
-                          "nosync)", sync);
+        return dm_arg_err(as,
+                          "invalid log argument '%s' (expected sync or "
+                          "nosync)",
+                          sync);
     }
     return 0;
 }
 
 static int mirror_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg mirrors_arg = { "number of mirrors", 2, 9 };
-    static const struct dm_arg count_arg = {
-        "number of feature arguments", 0, UINT32_MAX };
+    static const struct dm_arg mirrors_arg = {"number of mirrors", 2, 9};
+    static const struct dm_arg count_arg = {"number of feature arguments", 0,
+                                            UINT32_MAX};
     struct dm_mirror_args *a = &seg->args.mirror;
     unsigned n;
     int ret = mirror_log_parse(as, a);
@@ -144,7 +152,7 @@ static int mirror_parse(struct dm_argv *as, struct dm_segment *seg)
 
 static void mirror_print(const struct dm_segment *seg, struct vd_strbuf *out)
 {
-    static const char *const sync_names[] = { "", " sync", " nosync" };
+    static const char *const sync_names[] = {"", " sync", " nosync"};
     const struct dm_mirror_args *a = &seg->args.mirror;
     unsigned extra = a->sync != DM_LOG_SYNC_DEFAULT;
     if (strcmp(a->log_type, "core") == 0) {
@@ -174,7 +182,9 @@ static void mirror_print(const struct dm_segment *seg, struct vd_strbuf *out)
 }
 
 const struct dm_target_ops dm_mirror_ops = {
-    "mirror", mirror_parse, mirror_print,
+    "mirror",
+    mirror_parse,
+    mirror_print,
 };
 
 /*
@@ -184,28 +194,40 @@ const struct dm_target_ops dm_mirror_ops = {
 
 enum raid_family { RAID0, RAID1, RAID10, RAID4, RAID5, RAID6 };
 
-static const struct { const char *name; enum raid_family family; } raid_types[] = {
-    { "raid0", RAID0 }, { "raid1", RAID1 }, { "raid10", RAID10 },
-    { "raid4", RAID4 }, { "raid5_n", RAID5 }, { "raid5_la", RAID5 },
-    { "raid5_ra", RAID5 }, { "raid5_ls", RAID5 }, { "raid5_rs", RAID5 },
-    { "raid6_zr", RAID6 }, { "raid6_nr", RAID6 }, { "raid6_nc", RAID6 },
-    { "raid6_n_6", RAID6 }, { "raid6_la_6", RAID6 }, { "raid6_ra_6", RAID6 },
-    { "raid6_ls_6", RAID6 }, { "raid6_rs_6", RAID6 },
+static const struct {
+    const char *name;
+    enum raid_family family;
+} raid_types[] = {
+    {"raid0", RAID0},      {"raid1", RAID1},      {"raid10", RAID10},
+    {"raid4", RAID4},      {"raid5_n", RAID5},    {"raid5_la", RAID5},
+    {"raid5_ra", RAID5},   {"raid5_ls", RAID5},   {"raid5_rs", RAID5},
+    {"raid6_zr", RAID6},   {"raid6_nr", RAID6},   {"raid6_nc", RAID6},
+    {"raid6_n_6", RAID6},  {"raid6_la_6", RAID6}, {"raid6_ra_6", RAID6},
+    {"raid6_ls_6", RAID6}, {"raid6_rs_6", RAID6},
 };
 
 /* The parameters with a value, in the kernel's print order. */
 enum raid_opt {
-    RO_DAEMON_SLEEP, RO_MIN_RECOVERY_RATE, RO_MAX_RECOVERY_RATE,
-    RO_MAX_WRITE_BEHIND, RO_STRIPE_CACHE, RO_REGION_SIZE, RO_RAID10_COPIES,
-    RO_RAID10_FORMAT, RO_DELTA_DISKS, RO_DATA_OFFSET, RO_JOURNAL_DEV,
-    RO_JOURNAL_MODE, RO_COUNT
+    RO_DAEMON_SLEEP,
+    RO_MIN_RECOVERY_RATE,
+    RO_MAX_RECOVERY_RATE,
+    RO_MAX_WRITE_BEHIND,
+    RO_STRIPE_CACHE,
+    RO_REGION_SIZE,
+    RO_RAID10_COPIES,
+    RO_RAID10_FORMAT,
+    RO_DELTA_DISKS,
+    RO_DATA_OFFSET,
+    RO_JOURNAL_DEV,
+    RO_JOURNAL_MODE,
+    RO_COUNT
 };
 
 static const char *const raid_opt_names[RO_COUNT] = {
-    "daemon_sleep", "min_recovery_rate", "max_recovery_rate",
-    "max_write_behind", "stripe_cache", "region_size", "raid10_copies",
-    "raid10_format", "delta_disks", "data_offset", "journal_dev",
-    "journal_mode",
+    "daemon_sleep",     "min_recovery_rate", "max_recovery_rate",
+    "max_write_behind", "stripe_cache",      "region_size",
+    "raid10_copies",    "raid10_format",     "delta_disks",
+    "data_offset",      "journal_dev",       "journal_mode",
 };
 
 /* Which parameters a family accepts (rs_check_for_valid_flags and the
@@ -233,11 +255,18 @@ static bool raid_opt_allowed(enum raid_family f, enum raid_opt o)
 static bool *raid_opt_set(struct dm_raid_args *a, enum raid_opt o)
 {
     bool *flags[RO_COUNT] = {
-        &a->daemon_sleep_set, &a->min_recovery_rate_set,
-        &a->max_recovery_rate_set, &a->max_write_behind_set,
-        &a->stripe_cache_set, &a->region_size_set, &a->raid10_copies_set,
-        &a->raid10_format_set, &a->delta_disks_set, &a->data_offset_set,
-        NULL, NULL,
+        &a->daemon_sleep_set,
+        &a->min_recovery_rate_set,
+        &a->max_recovery_rate_set,
+        &a->max_write_behind_set,
+        &a->stripe_cache_set,
+        &a->region_size_set,
+        &a->raid10_copies_set,
+        &a->raid10_format_set,
+        &a->delta_disks_set,
+        &a->data_offset_set,
+        NULL,
+        NULL,
     };
     return flags[o];
 }
@@ -276,15 +305,17 @@ static int raid_value_parse(struct dm_argv *as, struct dm_raid_args *a,
     const char *key = raid_opt_names[o];
     int64_t v = 0;
     if (o == RO_RAID10_FORMAT) {
-        static const char *const formats[] = { "near", "far", "offset" };
+        static const char *const formats[] = {"near", "far", "offset"};
         for (size_t i = 0; i < 3; i++) {
             if (strcasecmp(value, formats[i]) == 0) {
                 a->raid10_format = (char *)formats[i];
                 return 0;
             }
         }
-        return dm_arg_err(as, "invalid raid10_format '%s' (expected near, "
-                          "far or offset)", value);
+        return dm_arg_err(as,
+                          "invalid raid10_format '%s' (expected near, "
+                          "far or offset)",
+                          value);
     }
     if (o == RO_JOURNAL_DEV) {
         a->journal_dev = dm_table_strdup(as->t, value);
@@ -294,12 +325,15 @@ static int raid_value_parse(struct dm_argv *as, struct dm_raid_args *a,
         if (!a->journal_dev) {
             return dm_arg_err(as, "journal_mode needs journal_dev first");
         }
-        if (strcasecmp(value, "writethrough") && strcasecmp(value, "writeback")) {
-            return dm_arg_err(as, "invalid journal_mode '%s' (expected "
-                              "writethrough or writeback)", value);
+        if (strcasecmp(value, "writethrough") &&
+            strcasecmp(value, "writeback")) {
+            return dm_arg_err(as,
+                              "invalid journal_mode '%s' (expected "
+                              "writethrough or writeback)",
+                              value);
         }
-        a->journal_mode = value[5] == 't' || value[5] == 'T' ? "writethrough"
-                                                             : "writeback";
+        a->journal_mode =
+            value[5] == 't' || value[5] == 'T' ? "writethrough" : "writeback";
         return 0;
     }
     if (!parse_int(value, &v)) {
@@ -421,7 +455,7 @@ static int raid_checks(struct dm_argv *as, struct dm_raid_args *a)
     }
     if ((a->sync || a->nosync) && bits_any(a->rebuild, sizeof(a->rebuild))) {
         return dm_arg_err(as, "sync/nosync and rebuild are mutually "
-                          "exclusive");
+                              "exclusive");
     }
     if (a->nosync && strncmp(a->raid_type, "raid6", 5) == 0) {
         return dm_arg_err(as, "'nosync' is not allowed for %s", a->raid_type);
@@ -435,12 +469,14 @@ static int raid_checks(struct dm_argv *as, struct dm_raid_args *a)
     }
     if (a->region_size_set && a->region_sectors) {
         if (a->region_sectors < as->len >> 21) {
-            return dm_arg_err(as, "region_size %u is below the minimum %"
-                              PRIu64, a->region_sectors, as->len >> 21);
+            return dm_arg_err(as,
+                              "region_size %u is below the minimum %" PRIu64,
+                              a->region_sectors, as->len >> 21);
         }
         if (a->region_sectors > as->len || !vd_is_pow2(a->region_sectors) ||
             a->region_sectors < a->chunk_sectors) {
-            return dm_arg_err(as, "region_size %u is not a power of two "
+            return dm_arg_err(as,
+                              "region_size %u is not a power of two "
                               "between the chunk size and the target length",
                               a->region_sectors);
         }
@@ -457,11 +493,11 @@ static int raid_checks(struct dm_argv *as, struct dm_raid_args *a)
 
 static int raid_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg params_arg = {
-        "number of RAID parameters", 1, UINT32_MAX };
-    static const struct dm_arg devs_arg = {
-        "number of RAID devices", 1, DM_RAID_MAX_DEVS };
-    static const struct dm_arg chunk_arg = { "chunk size", 0, INT32_MAX };
+    static const struct dm_arg params_arg = {"number of RAID parameters", 1,
+                                             UINT32_MAX};
+    static const struct dm_arg devs_arg = {"number of RAID devices", 1,
+                                           DM_RAID_MAX_DEVS};
+    static const struct dm_arg chunk_arg = {"chunk size", 0, INT32_MAX};
     struct dm_raid_args *a = &seg->args.raid;
     enum raid_family fam = RAID0;
     unsigned n;
@@ -495,9 +531,10 @@ static int raid_parse(struct dm_argv *as, struct dm_segment *seg)
                           a->raid_type);
     }
     if (dm_arg_left(&devs) != 2 * a->nr_devs) {
-        return dm_arg_err(as, "%u RAID devices need %u metadata and data "
-                          "device arguments, found %u", a->nr_devs,
-                          2 * a->nr_devs, dm_arg_left(&devs));
+        return dm_arg_err(as,
+                          "%u RAID devices need %u metadata and data "
+                          "device arguments, found %u",
+                          a->nr_devs, 2 * a->nr_devs, dm_arg_left(&devs));
     }
     a->devs = dm_table_alloc(as->t, a->nr_devs * sizeof(*a->devs));
     if (!a->devs) {
@@ -519,12 +556,14 @@ static int raid_parse(struct dm_argv *as, struct dm_segment *seg)
     if (fam == RAID1) {
         a->chunk_sectors = 0; /* "Ignoring chunk size parameter for RAID 1" */
     } else if (!vd_is_pow2(a->chunk_sectors) || a->chunk_sectors < 8) {
-        return dm_arg_err(as, "chunk size %u is not a power of two of at "
-                          "least 8 sectors", a->chunk_sectors);
+        return dm_arg_err(as,
+                          "chunk size %u is not a power of two of at "
+                          "least 8 sectors",
+                          a->chunk_sectors);
     }
     if (fam == RAID0 && n > 0) {
         return dm_arg_err(as, "raid0 takes no parameters besides the chunk "
-                          "size");
+                              "size");
     }
     while (ret == 0 && n > 0) {
         ret = raid_param_parse(as, a, fam, &n);
@@ -557,13 +596,22 @@ static void raid_print(const struct dm_segment *seg, struct vd_strbuf *out)
         }
     }
     const uint64_t values[RO_COUNT] = {
-        a->daemon_sleep_ms, a->min_recovery_rate, a->max_recovery_rate,
-        a->max_write_behind, a->stripe_cache, a->region_sectors,
-        a->raid10_copies, 0, 0, a->data_offset, 0, 0,
+        a->daemon_sleep_ms,
+        a->min_recovery_rate,
+        a->max_recovery_rate,
+        a->max_write_behind,
+        a->stripe_cache,
+        a->region_sectors,
+        a->raid10_copies,
+        0,
+        0,
+        a->data_offset,
+        0,
+        0,
     };
     for (int o = 0; o < RO_COUNT; o++) {
-        const bool *set = raid_opt_set((struct dm_raid_args *)a,
-                                       (enum raid_opt)o);
+        const bool *set =
+            raid_opt_set((struct dm_raid_args *)a, (enum raid_opt)o);
         if (o == RO_MAX_WRITE_BEHIND) {
             for (unsigned i = 0; i < a->nr_devs; i++) {
                 if ((a->write_mostly[i / 8] >> (i % 8)) & 1) {
@@ -594,4 +642,4 @@ static void raid_print(const struct dm_segment *seg, struct vd_strbuf *out)
     }
 }
 
-const struct dm_target_ops dm_raid_ops = { "raid", raid_parse, raid_print };
+const struct dm_target_ops dm_raid_ops = {"raid", raid_parse, raid_print};

@@ -17,13 +17,17 @@
 #include "dm-args.h"
 
 /* Digest sizes in bytes of the hash algorithms verity is used with. */
-static const struct { const char *name; unsigned size; } digests[] = {
-    { "md5", 16 }, { "sha1", 20 }, { "rmd160", 20 }, { "sha224", 28 },
-    { "sha256", 32 }, { "sha384", 48 }, { "sha512", 64 },
-    { "sha3-224", 28 }, { "sha3-256", 32 }, { "sha3-384", 48 },
-    { "sha3-512", 64 }, { "blake2b-256", 32 }, { "blake2b-512", 64 },
-    { "blake2s-256", 32 }, { "sm3", 32 }, { "streebog256", 32 },
-    { "streebog512", 64 }, { "wp512", 64 }, { "crc32c", 4 }, { "crc32", 4 },
+static const struct {
+    const char *name;
+    unsigned size;
+} digests[] = {
+    {"md5", 16},         {"sha1", 20},        {"rmd160", 20},
+    {"sha224", 28},      {"sha256", 32},      {"sha384", 48},
+    {"sha512", 64},      {"sha3-224", 28},    {"sha3-256", 32},
+    {"sha3-384", 48},    {"sha3-512", 64},    {"blake2b-256", 32},
+    {"blake2b-512", 64}, {"blake2s-256", 32}, {"sm3", 32},
+    {"streebog256", 32}, {"streebog512", 64}, {"wp512", 64},
+    {"crc32c", 4},       {"crc32", 4},
 };
 
 static unsigned digest_size_of(const char *alg)
@@ -60,8 +64,10 @@ static int hex_arg(struct dm_argv *as, const char *name, unsigned size,
             return dm_arg_err(as, "invalid %s: %zu hex digits, expected %u",
                               name, n, size * 2);
         }
-        return dm_arg_err(as, "invalid %s: %zu hex digits is not a whole "
-                          "number of bytes", name, n);
+        return dm_arg_err(as,
+                          "invalid %s: %zu hex digits is not a whole "
+                          "number of bytes",
+                          name, n);
     }
     *bytes = dm_table_alloc(as->t, n / 2 + 1);
     if (!*bytes) {
@@ -90,10 +96,11 @@ static int verity_hash_blocks(struct dm_argv *as,
     }
     for (unsigned i = 0; i < levels; i++) {
         unsigned shift = (i + 1) * per_block_bits;
-        uint64_t s = shift >= 64 ? 1
-                                 : (a->nr_data_blocks >> shift) +
-                                       ((a->nr_data_blocks &
-                                         ((UINT64_C(1) << shift) - 1)) != 0);
+        uint64_t s =
+            shift >= 64
+                ? 1
+                : (a->nr_data_blocks >> shift) +
+                      ((a->nr_data_blocks & ((UINT64_C(1) << shift) - 1)) != 0);
         if (vd_add_overflow(total, s, &total)) {
             return dm_arg_err(as, "hash tree size overflows");
         }
@@ -126,19 +133,16 @@ static int verity_option_parse(struct dm_argv *as, unsigned *left,
 {
     const char *name = dm_arg_shift(as);
     unsigned bits = log2_u64(a->data_block_size) - DM_SECTOR_SHIFT;
-    const struct dm_arg blocks_arg = { name, 0, DM_MAX_SECTOR >> bits };
-    const struct dm_arg roots_arg = { name, 2, 24 };
+    const struct dm_arg blocks_arg = {name, 0, DM_MAX_SECTOR >> bits};
+    const struct dm_arg roots_arg = {name, 2, 24};
     int ret;
     (*left)--;
     if (strcasecmp(name, "ignore_corruption") == 0) {
-        return verity_mode_set(as, &a->corruption_mode,
-                               DM_VERITY_MODE_LOGGING);
+        return verity_mode_set(as, &a->corruption_mode, DM_VERITY_MODE_LOGGING);
     } else if (strcasecmp(name, "restart_on_corruption") == 0) {
-        return verity_mode_set(as, &a->corruption_mode,
-                               DM_VERITY_MODE_RESTART);
+        return verity_mode_set(as, &a->corruption_mode, DM_VERITY_MODE_RESTART);
     } else if (strcasecmp(name, "panic_on_corruption") == 0) {
-        return verity_mode_set(as, &a->corruption_mode,
-                               DM_VERITY_MODE_PANIC);
+        return verity_mode_set(as, &a->corruption_mode, DM_VERITY_MODE_PANIC);
     } else if (strcasecmp(name, "restart_on_error") == 0) {
         return verity_mode_set(as, &a->error_mode, DM_VERITY_MODE_RESTART);
     } else if (strcasecmp(name, "panic_on_error") == 0) {
@@ -193,17 +197,18 @@ static int verity_fec_check(struct dm_argv *as, struct dm_verity_args *a)
     int ret = verity_hash_blocks(as, a, &hash_blocks);
     if (ret == 0 && (a->fec_blocks < a->nr_data_blocks ||
                      a->fec_blocks - a->nr_data_blocks < hash_blocks)) {
-        ret = dm_arg_err(as, "fec_blocks %" PRIu64 " does not cover the %"
-                         PRIu64 " data and %" PRIu64 " hash blocks",
+        ret = dm_arg_err(as,
+                         "fec_blocks %" PRIu64 " does not cover the %" PRIu64
+                         " data and %" PRIu64 " hash blocks",
                          a->fec_blocks, a->nr_data_blocks, hash_blocks);
     }
     return ret;
 }
 
-static int verity_block_size(struct dm_argv *as, const char *name,
-                             uint64_t max, uint32_t *out)
+static int verity_block_size(struct dm_argv *as, const char *name, uint64_t max,
+                             uint32_t *out)
 {
-    const struct dm_arg spec = { name, 512, max };
+    const struct dm_arg spec = {name, 512, max};
     int ret = dm_arg_u32(as, &spec, out);
     if (ret == 0 && !vd_is_pow2(*out)) {
         ret = dm_arg_err(as, "%s %u is not a power of two", name, *out);
@@ -219,9 +224,9 @@ static int verity_block_size(struct dm_argv *as, const char *name,
  */
 static int verity_parse(struct dm_argv *as, struct dm_segment *seg)
 {
-    static const struct dm_arg version_arg = { "hash format version", 0, 1 };
-    static const struct dm_arg count_arg = {
-        "number of optional parameters", 0, 15 };
+    static const struct dm_arg version_arg = {"hash format version", 0, 1};
+    static const struct dm_arg count_arg = {"number of optional parameters", 0,
+                                            15};
     struct dm_verity_args *a = &seg->args.verity;
     unsigned n;
     int ret = dm_arg_u32(as, &version_arg, &a->version);
@@ -232,8 +237,8 @@ static int verity_parse(struct dm_argv *as, struct dm_segment *seg)
         ret = dm_arg_word(as, "hash device", &a->hash_dev);
     }
     if (ret == 0) {
-        ret = verity_block_size(as, "data block size", 4096,
-                                &a->data_block_size);
+        ret =
+            verity_block_size(as, "data block size", 4096, &a->data_block_size);
     }
     if (ret == 0) {
         ret = verity_block_size(as, "hash block size", INT32_MAX,
@@ -244,14 +249,16 @@ static int verity_parse(struct dm_argv *as, struct dm_segment *seg)
     }
     unsigned dbits = log2_u64(a->data_block_size) - DM_SECTOR_SHIFT;
     unsigned hbits = log2_u64(a->hash_block_size) - DM_SECTOR_SHIFT;
-    const struct dm_arg blocks_arg = {
-        "number of data blocks", 0, DM_MAX_SECTOR >> dbits };
-    const struct dm_arg start_arg = {
-        "hash start block", 0, DM_MAX_SECTOR >> hbits };
+    const struct dm_arg blocks_arg = {"number of data blocks", 0,
+                                      DM_MAX_SECTOR >> dbits};
+    const struct dm_arg start_arg = {"hash start block", 0,
+                                     DM_MAX_SECTOR >> hbits};
     ret = dm_arg_u64(as, &blocks_arg, &a->nr_data_blocks);
     if (ret == 0 && as->len > a->nr_data_blocks << dbits) {
-        ret = dm_arg_err(as, "length %" PRIu64 " is more than the %" PRIu64
-                         " data blocks hold", as->len, a->nr_data_blocks);
+        ret = dm_arg_err(as,
+                         "length %" PRIu64 " is more than the %" PRIu64
+                         " data blocks hold",
+                         as->len, a->nr_data_blocks);
     }
     if (ret == 0) {
         ret = dm_arg_u64(as, &start_arg, &a->hash_start_block);
@@ -267,9 +274,10 @@ static int verity_parse(struct dm_argv *as, struct dm_segment *seg)
         return ret;
     }
     if (a->digest_size == 0 || a->hash_block_size < a->digest_size * 2) {
-        return dm_arg_err(as, "a %u-byte digest does not fit twice in a "
-                          "%u-byte hash block", a->digest_size,
-                          a->hash_block_size);
+        return dm_arg_err(as,
+                          "a %u-byte digest does not fit twice in a "
+                          "%u-byte hash block",
+                          a->digest_size, a->hash_block_size);
     }
     ret = dm_arg_need(as, "salt");
     if (ret == 0 && strcmp(dm_arg_peek(as), "-") == 0) {
@@ -291,19 +299,18 @@ static int verity_parse(struct dm_argv *as, struct dm_segment *seg)
 
 static void verity_print(const struct dm_segment *seg, struct vd_strbuf *out)
 {
-    static const char *const corruption[] = {
-        "", "ignore_corruption", "restart_on_corruption",
-        "panic_on_corruption" };
-    static const char *const error[] = {
-        "", "", "restart_on_error", "panic_on_error" };
+    static const char *const corruption[] = {"", "ignore_corruption",
+                                             "restart_on_corruption",
+                                             "panic_on_corruption"};
+    static const char *const error[] = {"", "", "restart_on_error",
+                                        "panic_on_error"};
     const struct dm_verity_args *a = &seg->args.verity;
     vd_strbuf_addf(out, "%u ", a->version);
     dm_print_word(out, a->data_dev);
     vd_strbuf_addc(out, ' ');
     dm_print_word(out, a->hash_dev);
     vd_strbuf_addf(out, " %u %u %" PRIu64 " %" PRIu64 " ", a->data_block_size,
-                   a->hash_block_size, a->nr_data_blocks,
-                   a->hash_start_block);
+                   a->hash_block_size, a->nr_data_blocks, a->hash_start_block);
     dm_print_word(out, a->algorithm);
     vd_strbuf_addc(out, ' ');
     dm_print_hex(out, a->root_digest, a->digest_size);
@@ -314,10 +321,9 @@ static void verity_print(const struct dm_segment *seg, struct vd_strbuf *out)
         vd_strbuf_addc(out, '-');
     }
     unsigned n = (a->corruption_mode != DM_VERITY_MODE_EIO) +
-                 (a->error_mode != DM_VERITY_MODE_EIO) +
-                 a->ignore_zero_blocks + a->check_at_most_once +
-                 a->try_verify_in_tasklet + (a->fec_dev ? 8u : 0u) +
-                 (a->root_hash_sig_key_desc ? 2u : 0u);
+                 (a->error_mode != DM_VERITY_MODE_EIO) + a->ignore_zero_blocks +
+                 a->check_at_most_once + a->try_verify_in_tasklet +
+                 (a->fec_dev ? 8u : 0u) + (a->root_hash_sig_key_desc ? 2u : 0u);
     if (!n) {
         return;
     }
@@ -340,9 +346,9 @@ static void verity_print(const struct dm_segment *seg, struct vd_strbuf *out)
     if (a->fec_dev) {
         vd_strbuf_add(out, " use_fec_from_device ");
         dm_print_word(out, a->fec_dev);
-        vd_strbuf_addf(out, " fec_blocks %" PRIu64 " fec_start %" PRIu64
-                       " fec_roots %u", a->fec_blocks, a->fec_start,
-                       a->fec_roots);
+        vd_strbuf_addf(
+            out, " fec_blocks %" PRIu64 " fec_start %" PRIu64 " fec_roots %u",
+            a->fec_blocks, a->fec_start, a->fec_roots);
     }
     if (a->root_hash_sig_key_desc) {
         vd_strbuf_add(out, " root_hash_sig_key_desc ");
@@ -351,5 +357,7 @@ static void verity_print(const struct dm_segment *seg, struct vd_strbuf *out)
 }
 
 const struct dm_target_ops dm_verity_ops = {
-    "verity", verity_parse, verity_print,
+    "verity",
+    verity_parse,
+    verity_print,
 };

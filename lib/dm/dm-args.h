@@ -21,11 +21,11 @@
 struct dm_argv {
     char **argv;
     unsigned argc;
-    unsigned pos;            /* next word */
-    const char *target;      /* for messages */
+    unsigned pos;       /* next word */
+    const char *target; /* for messages */
     unsigned line;
-    uint64_t len;            /* the segment's length in sectors */
-    struct dm_table *t;      /* allocations go to its arena */
+    uint64_t len;       /* the segment's length in sectors */
+    struct dm_table *t; /* allocations go to its arena */
 };
 
 /* A numeric argument: its name in messages and its inclusive range. */
@@ -44,8 +44,7 @@ struct dm_target_ops {
 #define DM_MAX_SECTOR (UINT64_MAX >> DM_SECTOR_SHIFT)
 
 /* "line N: TARGET: message"; returns -EINVAL. */
-int dm_arg_err(const struct dm_argv *as, const char *fmt, ...)
-    VD_PRINTF(2, 3);
+int dm_arg_err(const struct dm_argv *as, const char *fmt, ...) VD_PRINTF(2, 3);
 
 unsigned dm_arg_left(const struct dm_argv *as);
 /* The next word, or NULL at the end; shift consumes it. */
@@ -64,8 +63,7 @@ VD_MUST_CHECK int dm_arg_u32(struct dm_argv *as, const struct dm_arg *spec,
 VD_MUST_CHECK int dm_arg_sector(struct dm_argv *as, const char *name,
                                 uint64_t *out);
 /* Any word, copied into the table (a device, a name). */
-VD_MUST_CHECK int dm_arg_word(struct dm_argv *as, const char *name,
-                              char **out);
+VD_MUST_CHECK int dm_arg_word(struct dm_argv *as, const char *name, char **out);
 
 /*
  * `<#args> <arg>...`: reads the count (range-checked against spec) and
@@ -93,17 +91,17 @@ void dm_print_hex(struct vd_strbuf *out, const uint8_t *bytes, size_t len);
 
 /* The targets, one ops table each (dm-args-*.c). */
 extern const struct dm_target_ops dm_linear_ops, dm_striped_ops,
-    dm_unstriped_ops, dm_zero_ops, dm_error_ops, dm_delay_ops,
-    dm_flakey_ops, dm_dust_ops, dm_log_writes_ops, dm_switch_ops,
-    dm_era_ops, dm_snapshot_origin_ops, dm_snapshot_ops,
-    dm_snapshot_merge_ops;                                /* dm-args-basic.c */
-extern const struct dm_target_ops dm_crypt_ops;          /* dm-args-crypt.c */
-extern const struct dm_target_ops dm_verity_ops;        /* dm-args-verity.c */
+    dm_unstriped_ops, dm_zero_ops, dm_error_ops, dm_delay_ops, dm_flakey_ops,
+    dm_dust_ops, dm_log_writes_ops, dm_switch_ops, dm_era_ops,
+    dm_snapshot_origin_ops, dm_snapshot_ops,
+    dm_snapshot_merge_ops;                          /* dm-args-basic.c */
+extern const struct dm_target_ops dm_crypt_ops;     /* dm-args-crypt.c */
+extern const struct dm_target_ops dm_verity_ops;    /* dm-args-verity.c */
 extern const struct dm_target_ops dm_integrity_ops; /* dm-args-integrity.c */
-extern const struct dm_target_ops dm_thin_pool_ops, dm_thin_ops,
-    dm_cache_ops, dm_writecache_ops;                      /* dm-args-cache.c */
+extern const struct dm_target_ops dm_thin_pool_ops, dm_thin_ops, dm_cache_ops,
+    dm_writecache_ops; /* dm-args-cache.c */
 extern const struct dm_target_ops dm_mirror_ops,
-    dm_raid_ops;                                          /* dm-args-raid.c */
-extern const struct dm_target_ops dm_multipath_ops;      /* dm-args-mpath.c */
+    dm_raid_ops;                                    /* dm-args-raid.c */
+extern const struct dm_target_ops dm_multipath_ops; /* dm-args-mpath.c */
 
 #endif /* VDISK_DM_DM_ARGS_H */

@@ -23,12 +23,12 @@ static const struct {
     const char *name;
     enum dm_crypt_iv_mode mode;
 } iv_modes[] = {
-    { "plain", DM_CRYPT_IV_PLAIN },       { "plain64", DM_CRYPT_IV_PLAIN64 },
-    { "plain64be", DM_CRYPT_IV_PLAIN64BE }, { "essiv", DM_CRYPT_IV_ESSIV },
-    { "benbi", DM_CRYPT_IV_BENBI },       { "null", DM_CRYPT_IV_NULL },
+    {"plain", DM_CRYPT_IV_PLAIN},         {"plain64", DM_CRYPT_IV_PLAIN64},
+    {"plain64be", DM_CRYPT_IV_PLAIN64BE}, {"essiv", DM_CRYPT_IV_ESSIV},
+    {"benbi", DM_CRYPT_IV_BENBI},         {"null", DM_CRYPT_IV_NULL},
 };
 
-static const char *const chain_modes[] = { "cbc", "xts", "ecb", "ctr" };
+static const char *const chain_modes[] = {"cbc", "xts", "ecb", "ctr"};
 
 static int copy_part(char *dst, size_t size, const char *src, size_t len,
                      const char *what, const char *text)
@@ -63,14 +63,16 @@ static int spec_parse_capi(const char *text, struct dm_crypt_spec *out)
     size_t n = strlen(buf);
     if (!open || open == buf || n < 3 || buf[n - 1] != ')' ||
         strchr(open + 1, '(') || open + 1 == buf + n - 1) {
-        return vd_err(ENOTSUP, "crypt: the crypto API cipher '%s' has no "
+        return vd_err(ENOTSUP,
+                      "crypt: the crypto API cipher '%s' has no "
                       "userspace data path (only MODE(CIPHER), such as "
-                      "xts(aes), is run here)", buf);
+                      "xts(aes), is run here)",
+                      buf);
     }
     buf[n - 1] = '\0';
     *open = '\0';
-    ret = copy_part(out->chainmode, sizeof(out->chainmode), buf,
-                    strlen(buf), "the chaining mode", text);
+    ret = copy_part(out->chainmode, sizeof(out->chainmode), buf, strlen(buf),
+                    "the chaining mode", text);
     if (ret == 0) {
         ret = copy_part(out->cipher, sizeof(out->cipher), open + 1,
                         strlen(open + 1), "the cipher", text);
@@ -105,13 +107,16 @@ static int spec_parse_old(const char *text, struct dm_crypt_spec *out)
         char *end;
         unsigned long kc = strtoul(count, &end, 10);
         if (*count < '0' || *count > '9' || *end || !vd_is_pow2(kc)) {
-            return vd_err(EINVAL, "crypt: invalid key count '%s' in cipher "
-                          "'%s'", count, text);
+            return vd_err(EINVAL,
+                          "crypt: invalid key count '%s' in cipher "
+                          "'%s'",
+                          count, text);
         }
         if (kc > DM_CRYPT_MAX_TFMS) {
-            return vd_err(ENOTSUP, "crypt: key count %lu in cipher '%s' is "
-                          "more than the %d the userspace target runs", kc,
-                          text, DM_CRYPT_MAX_TFMS);
+            return vd_err(ENOTSUP,
+                          "crypt: key count %lu in cipher '%s' is "
+                          "more than the %d the userspace target runs",
+                          kc, text, DM_CRYPT_MAX_TFMS);
         }
         out->keycount = (unsigned)kc;
     }
@@ -154,24 +159,26 @@ int dm_crypt_spec_parse(const char *text, struct dm_crypt_spec *out)
         known |= strcmp(out->chainmode, chain_modes[i]) == 0;
     }
     if (!known) {
-        return vd_err(ENOTSUP, "crypt: chaining mode '%s' has no userspace "
+        return vd_err(ENOTSUP,
+                      "crypt: chaining mode '%s' has no userspace "
                       "data path (cbc, xts, ecb and ctr have)",
                       out->chainmode);
     }
     if (strcmp(out->chainmode, "ecb") == 0) {
-        out->ivmode[0] = '\0';       /* the kernel ignores it: no IV */
+        out->ivmode[0] = '\0'; /* the kernel ignores it: no IV */
         return 0;
     }
     for (size_t i = 0; i < VD_ARRAY_SIZE(iv_modes); i++) {
         if (strcmp(out->ivmode, iv_modes[i].name) == 0) {
             if (iv_modes[i].mode == DM_CRYPT_IV_ESSIV && !out->ivopts[0]) {
                 return vd_err(EINVAL, "crypt: IV mode essiv needs a digest "
-                              "(essiv:sha256)");
+                                      "(essiv:sha256)");
             }
             return 0;
         }
     }
-    return vd_err(ENOTSUP, "crypt: IV mode '%s' has no userspace data path "
+    return vd_err(ENOTSUP,
+                  "crypt: IV mode '%s' has no userspace data path "
                   "(plain, plain64, plain64be, essiv, benbi and null have)",
                   out->ivmode);
 }
@@ -179,8 +186,11 @@ int dm_crypt_spec_parse(const char *text, struct dm_crypt_spec *out)
 /* The kernel's names of ciphers OpenSSL names differently. */
 static const char *openssl_cipher_name(const char *kernel)
 {
-    static const struct { const char *kernel, *openssl; } names[] = {
-        { "des3_ede", "des-ede3" }, { "blowfish", "bf" },
+    static const struct {
+        const char *kernel, *openssl;
+    } names[] = {
+        {"des3_ede", "des-ede3"},
+        {"blowfish", "bf"},
     };
     for (size_t i = 0; i < VD_ARRAY_SIZE(names); i++) {
         if (strcmp(kernel, names[i].kernel) == 0) {
@@ -196,8 +206,7 @@ static EVP_CIPHER *cipher_fetch(const char *cipher, const char *mode,
 {
     char name[96];
     const char *ossl = openssl_cipher_name(cipher);
-    snprintf(name, sizeof(name), "%s-%zu-%s", ossl, cipher_key_size * 8,
-             mode);
+    snprintf(name, sizeof(name), "%s-%zu-%s", ossl, cipher_key_size * 8, mode);
     EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, name, NULL);
     if (!c) {
         snprintf(name, sizeof(name), "%s-%s", ossl, mode);
@@ -220,8 +229,10 @@ EVP_CIPHER *dm_crypt_cipher_fetch(const struct dm_crypt_spec *spec,
                          xts ? key_size / 2 : key_size, key_size);
     }
     if (!c) {
-        vd_err(ENOTSUP, "crypt: OpenSSL has no %s-%s cipher for a %zu-byte "
-               "key", spec->cipher, spec->chainmode, key_size);
+        vd_err(ENOTSUP,
+               "crypt: OpenSSL has no %s-%s cipher for a %zu-byte "
+               "key",
+               spec->cipher, spec->chainmode, key_size);
     }
     return c;
 }
@@ -259,7 +270,7 @@ int dm_crypt_ivgen_init(struct dm_crypt_ivgen *g,
         }
         if (bs <= 0 || (1 << log) != bs || log > 9) {
             return vd_err(EINVAL, "crypt: benbi needs a cipher block size "
-                          "that is a power of two up to 512");
+                                  "that is a power of two up to 512");
         }
         g->benbi_shift = 9 - log;
     }
@@ -272,20 +283,22 @@ int dm_crypt_ivgen_init(struct dm_crypt_ivgen *g,
     unsigned salt_len = 0;
     EVP_MD *md = EVP_MD_fetch(NULL, spec->ivopts, NULL);
     if (!md) {
-        return vd_err(ENOTSUP, "crypt: OpenSSL has no digest '%s' for "
-                      "essiv", spec->ivopts);
+        return vd_err(ENOTSUP,
+                      "crypt: OpenSSL has no digest '%s' for "
+                      "essiv",
+                      spec->ivopts);
     }
     int ok = EVP_Digest(key, key_size, salt, &salt_len, md, NULL);
     EVP_MD_free(md);
-    EVP_CIPHER *ecb = ok ? cipher_fetch(spec->cipher, "ecb", salt_len,
-                                        salt_len)
-                         : NULL;
+    EVP_CIPHER *ecb =
+        ok ? cipher_fetch(spec->cipher, "ecb", salt_len, salt_len) : NULL;
     if (!ecb || EVP_CIPHER_get_block_size(ecb) != (int)g->iv_size) {
         EVP_CIPHER_free(ecb);
         OPENSSL_cleanse(salt, sizeof(salt));
-        return vd_err(EINVAL, "crypt: essiv:%s needs %s with a %u-byte key "
-                      "and %u-byte blocks", spec->ivopts, spec->cipher,
-                      salt_len, g->iv_size);
+        return vd_err(EINVAL,
+                      "crypt: essiv:%s needs %s with a %u-byte key "
+                      "and %u-byte blocks",
+                      spec->ivopts, spec->cipher, salt_len, g->iv_size);
     }
     g->essiv = EVP_CIPHER_CTX_new();
     ok = g->essiv && EVP_EncryptInit_ex2(g->essiv, ecb, salt, NULL, NULL) &&

@@ -56,20 +56,20 @@
 
 #define CRYPT_MAX_IO      (8u << 20)
 #define CRYPT_PIECE_MIN   (128u << 10)
-#define CRYPT_PIECES      4          /* per thread, for balance */
+#define CRYPT_PIECES      4 /* per thread, for balance */
 #define CRYPT_MAX_THREADS 8
 #define CRYPT_MAX_UNIT    4096u
 
 /* The contexts for one key. */
 struct crypt_tfm {
     EVP_CIPHER_CTX *enc, *dec;
-    EVP_CIPHER_CTX *ecb;             /* XTS with equal halves: E_K, ECB */
+    EVP_CIPHER_CTX *ecb; /* XTS with equal halves: E_K, ECB */
     struct dm_crypt_ivgen iv;
 };
 
 /* One thread's contexts for every key. */
 struct crypt_ctx {
-    struct crypt_ctx *next;          /* in the free list */
+    struct crypt_ctx *next; /* in the free list */
     struct crypt_tfm tfm[];
 };
 
@@ -81,32 +81,32 @@ struct crypt_job {
     struct crypt_batch *batch;
     uint8_t *out;
     const uint8_t *in;
-    uint64_t len, off;               /* bytes, target-relative */
+    uint64_t len, off; /* bytes, target-relative */
 };
 
 struct crypt_batch {
     bool enc;
-    unsigned pending;                /* jobs not yet finished */
+    unsigned pending; /* jobs not yet finished */
     int ret;
 };
 
 struct crypt_state {
     struct dm_seg_head h;
     struct vd_dev *child;
-    uint64_t offset;                 /* bytes into the device */
-    uint64_t iv_offset;              /* sectors */
-    uint32_t unit;                   /* sector_size, bytes */
-    unsigned unit_shift;             /* log2(unit / 512) */
+    uint64_t offset;     /* bytes into the device */
+    uint64_t iv_offset;  /* sectors */
+    uint32_t unit;       /* sector_size, bytes */
+    unsigned unit_shift; /* log2(unit / 512) */
     bool iv_large;
     bool allow_discards;
     struct dm_crypt_spec spec;
     unsigned tfms;
     EVP_CIPHER *cipher;
-    struct crypt_ctx *keyed;         /* set up at open; copied for others */
-    pthread_mutex_t lock;            /* everything below */
+    struct crypt_ctx *keyed; /* set up at open; copied for others */
+    pthread_mutex_t lock;    /* everything below */
     pthread_cond_t work, done;
     struct crypt_ctx *free_ctxs;
-    struct crypt_job *jobs;          /* waiting for a helper, LIFO */
+    struct crypt_job *jobs; /* waiting for a helper, LIFO */
     pthread_t threads[CRYPT_MAX_THREADS];
     unsigned max_threads, nr_threads;
     bool pool_tried, stop;
@@ -262,8 +262,8 @@ static int xts_equal_halves(EVP_CIPHER_CTX *ecb, const uint8_t *iv,
 
 /* Encrypt or decrypt [off, off + len) (target-relative, whole units). */
 static int crypt_range(const struct crypt_state *s, struct crypt_ctx *c,
-                       bool enc, uint8_t *out, const uint8_t *in,
-                       uint64_t len, uint64_t off)
+                       bool enc, uint8_t *out, const uint8_t *in, uint64_t len,
+                       uint64_t off)
 {
     uint8_t iv[DM_CRYPT_MAX_IV];
     int n;
@@ -276,8 +276,8 @@ static int crypt_range(const struct crypt_state *s, struct crypt_ctx *c,
         }
         const uint8_t *ivp = t->iv.iv_size ? iv : NULL;
         if (enc && t->ecb) {
-            if (xts_equal_halves(t->ecb, iv, out + done, in + done,
-                                 s->unit) < 0) {
+            if (xts_equal_halves(t->ecb, iv, out + done, in + done, s->unit) <
+                0) {
                 return -EIO;
             }
             continue;
@@ -308,8 +308,8 @@ static int crypt_range_ctx(struct crypt_state *s, bool enc, uint8_t *out,
 static void job_run(struct crypt_state *s, struct crypt_job *job)
 {
     pthread_mutex_unlock(&s->lock);
-    int ret = crypt_range_ctx(s, job->batch->enc, job->out, job->in,
-                              job->len, job->off);
+    int ret = crypt_range_ctx(s, job->batch->enc, job->out, job->in, job->len,
+                              job->off);
     pthread_mutex_lock(&s->lock);
     if (ret < 0 && job->batch->ret == 0) {
         job->batch->ret = ret;
@@ -344,8 +344,8 @@ static bool pool_ready(struct crypt_state *s)
     if (!s->pool_tried) {
         s->pool_tried = true;
         while (s->nr_threads < s->max_threads &&
-               pthread_create(&s->threads[s->nr_threads], NULL,
-                              crypt_helper, s) == 0) {
+               pthread_create(&s->threads[s->nr_threads], NULL, crypt_helper,
+                              s) == 0) {
             s->nr_threads++;
         }
     }
@@ -378,11 +378,11 @@ static int crypt_convert(struct crypt_state *s, bool enc, uint8_t *out,
     parts = VD_MIN(parts, ((uint64_t)s->nr_threads + 1) * CRYPT_PIECES);
     uint64_t piece = vd_align_up(len / parts, s->unit);
     struct crypt_job jobs[(CRYPT_MAX_THREADS + 1) * CRYPT_PIECES];
-    struct crypt_batch b = { enc, 0, 0 };
+    struct crypt_batch b = {enc, 0, 0};
     unsigned n = 0;
     for (uint64_t pos = piece; pos < len; pos += piece, n++) {
-        jobs[n] = (struct crypt_job){ NULL, &b, out + pos, in + pos,
-                                      VD_MIN(piece, len - pos), off + pos };
+        jobs[n] = (struct crypt_job){
+            NULL, &b, out + pos, in + pos, VD_MIN(piece, len - pos), off + pos};
     }
     pthread_mutex_lock(&s->lock);
     for (unsigned i = 0; i < n; i++) {
@@ -425,31 +425,35 @@ static int crypt_key_from_keyring(const char *key_desc, uint32_t size,
     memcpy(type, key_desc, n);
     type[n] = '\0';
     if (strcmp(type, "user") != 0) {
-        return vd_err(ENOTSUP, "crypt: keyring key '%s': keys of type '%s' "
+        return vd_err(ENOTSUP,
+                      "crypt: keyring key '%s': keys of type '%s' "
                       "are readable only inside the kernel, so the "
                       "userspace target cannot use them (use a 'user' key "
-                      "or a hex key)", key_desc, type);
+                      "or a hex key)",
+                      key_desc, type);
     }
     long id = syscall(SYS_request_key, type, colon + 1, NULL, 0L);
     if (id < 0) {
         int err = errno;
         if (err == ENOSYS || err == EPERM || err == EACCES) {
-            return vd_err_sys(err, "crypt: keyring key '%s': the kernel "
-                              "keyring is not available here", key_desc);
+            return vd_err_sys(err,
+                              "crypt: keyring key '%s': the kernel "
+                              "keyring is not available here",
+                              key_desc);
         }
-        return vd_err_sys(err, "crypt: keyring key '%s' not found",
-                          key_desc);
+        return vd_err_sys(err, "crypt: keyring key '%s' not found", key_desc);
     }
     uint8_t buf[1024];
     long got = syscall(SYS_keyctl, KEYCTL_READ, id, buf, sizeof(buf));
     int err = errno;
     int ret = 0;
     if (got < 0) {
-        ret = vd_err_sys(err, "crypt: cannot read keyring key '%s'",
-                         key_desc);
+        ret = vd_err_sys(err, "crypt: cannot read keyring key '%s'", key_desc);
     } else if ((unsigned long)got != size) {
-        ret = vd_err(EINVAL, "crypt: keyring key '%s' holds %ld bytes, the "
-                     "table says %" PRIu32, key_desc, got, size);
+        ret = vd_err(EINVAL,
+                     "crypt: keyring key '%s' holds %ld bytes, the "
+                     "table says %" PRIu32,
+                     key_desc, got, size);
     } else {
         memcpy(out, buf, size);
     }
@@ -460,8 +464,8 @@ static int crypt_key_from_keyring(const char *key_desc, uint32_t size,
 static unsigned helper_threads(void)
 {
     const char *env = getenv("VDISK_CRYPT_THREADS");
-    long n = env && *env ? strtol(env, NULL, 10)
-                         : sysconf(_SC_NPROCESSORS_ONLN) - 1;
+    long n =
+        env && *env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN) - 1;
     return (unsigned)VD_MAX(0, VD_MIN(n, CRYPT_MAX_THREADS));
 }
 
@@ -495,10 +499,11 @@ static int crypt_setup(struct vd_dev *dev, struct dm_seg_head *h)
     int ret;
 
     if (a->integrity_bytes) {
-        return vd_err(ENOTSUP, "%s: crypt: integrity:%u:%s needs "
+        return vd_err(ENOTSUP,
+                      "%s: crypt: integrity:%u:%s needs "
                       "dm-integrity underneath; the userspace target does "
-                      "not run it", dev->filename, a->integrity_bytes,
-                      a->integrity_type);
+                      "not run it",
+                      dev->filename, a->integrity_bytes, a->integrity_type);
     }
     ret = dm_crypt_spec_parse(a->cipher, &s->spec);
     if (ret == 0 && (a->key_size == 0 || a->key_size > sizeof(key))) {
@@ -506,8 +511,10 @@ static int crypt_setup(struct vd_dev *dev, struct dm_seg_head *h)
                      a->key_size);
     }
     if (ret == 0 && a->key_size % s->spec.keycount) {
-        ret = vd_err(EINVAL, "crypt: a key of %u bytes does not divide into "
-                     "%u keys", a->key_size, s->spec.keycount);
+        ret = vd_err(EINVAL,
+                     "crypt: a key of %u bytes does not divide into "
+                     "%u keys",
+                     a->key_size, s->spec.keycount);
     }
     if (ret == 0 && a->key_desc) {
         ret = crypt_key_from_keyring(a->key_desc, a->key_size, key);
@@ -587,12 +594,10 @@ static int crypt_failed(const struct vd_dev *dev, int ret, const char *what)
     if (ret == -ENOMEM) {
         return vd_err(ENOMEM, "out of memory");
     }
-    return vd_err(EIO, "%s: crypt: %s failed in OpenSSL", dev->filename,
-                  what);
+    return vd_err(EIO, "%s: crypt: %s failed in OpenSSL", dev->filename, what);
 }
 
-static int crypt_read(struct vd_dev *dev, void *buf, uint64_t len,
-                      uint64_t off)
+static int crypt_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     struct crypt_state *s = vd_priv(dev);
     int ret = vd_read(s->child, buf, len, s->offset + off);

@@ -21,13 +21,13 @@
 #define DM_CRYPT_MAX_IV 16
 
 enum dm_crypt_iv_mode {
-    DM_CRYPT_IV_NONE,       /* ecb: no IV                                 */
-    DM_CRYPT_IV_PLAIN,      /* 32-bit little-endian sector, zero padded   */
-    DM_CRYPT_IV_PLAIN64,    /* 64-bit little-endian sector, zero padded   */
-    DM_CRYPT_IV_PLAIN64BE,  /* 64-bit big-endian sector in the last bytes */
-    DM_CRYPT_IV_ESSIV,      /* plain64 encrypted with E_hash(key)         */
-    DM_CRYPT_IV_BENBI,      /* big-endian count of cipher blocks, from 1  */
-    DM_CRYPT_IV_NULL,       /* all zeroes                                 */
+    DM_CRYPT_IV_NONE,      /* ecb: no IV                                 */
+    DM_CRYPT_IV_PLAIN,     /* 32-bit little-endian sector, zero padded   */
+    DM_CRYPT_IV_PLAIN64,   /* 64-bit little-endian sector, zero padded   */
+    DM_CRYPT_IV_PLAIN64BE, /* 64-bit big-endian sector in the last bytes */
+    DM_CRYPT_IV_ESSIV,     /* plain64 encrypted with E_hash(key)         */
+    DM_CRYPT_IV_BENBI,     /* big-endian count of cipher blocks, from 1  */
+    DM_CRYPT_IV_NULL,      /* all zeroes                                 */
 };
 
 /*
@@ -36,11 +36,11 @@ enum dm_crypt_iv_mode {
  * "aes:2-cbc-essiv:sha256", "capi:xts(aes)-plain64".
  */
 struct dm_crypt_spec {
-    char cipher[32];        /* kernel name: "aes"                          */
-    char chainmode[16];     /* "cbc", "xts", "ecb", "ctr"                  */
-    char ivmode[16];        /* "" for none                                 */
-    char ivopts[32];        /* essiv: the digest, "sha256"                 */
-    unsigned keycount;      /* tfms: a power of two                        */
+    char cipher[32];    /* kernel name: "aes"                          */
+    char chainmode[16]; /* "cbc", "xts", "ecb", "ctr"                  */
+    char ivmode[16];    /* "" for none                                 */
+    char ivopts[32];    /* essiv: the digest, "sha256"                 */
+    unsigned keycount;  /* tfms: a power of two                        */
 };
 
 /*
@@ -59,8 +59,8 @@ VD_MUST_CHECK int dm_crypt_spec_parse(const char *text,
  */
 struct dm_crypt_ivgen {
     enum dm_crypt_iv_mode mode;
-    unsigned iv_size;       /* bytes, 8..DM_CRYPT_MAX_IV (0 for NONE)      */
-    unsigned benbi_shift;   /* benbi: 9 - log2(cipher block size)          */
+    unsigned iv_size;     /* bytes, 8..DM_CRYPT_MAX_IV (0 for NONE)      */
+    unsigned benbi_shift; /* benbi: 9 - log2(cipher block size)          */
     EVP_CIPHER_CTX *essiv;
 };
 

@@ -33,9 +33,9 @@ struct dm_dev_ref {
 /* The tables being opened by this thread, innermost first. */
 struct dm_open_ctx {
     struct dm_open_ctx *parent;
-    char *path;                  /* real path of the table file */
+    char *path; /* real path of the table file */
     unsigned depth;
-    struct dm_dev_ref *devs;     /* devices opened for this table */
+    struct dm_dev_ref *devs; /* devices opened for this table */
     unsigned nr_devs;
 };
 
@@ -43,7 +43,7 @@ static _Thread_local struct dm_open_ctx *dm_ctx;
 
 struct dm_state {
     struct dm_table *table;
-    struct vd_dev **devs;        /* each distinct device, referenced */
+    struct vd_dev **devs; /* each distinct device, referenced */
     unsigned nr_devs;
 };
 
@@ -107,8 +107,7 @@ int dm_dev_get(const char *spec, unsigned flags, struct vd_dev **out)
     }
     struct dm_open_ctx *ctx = dm_ctx;
     flags &= VD_OPEN_RDONLY | VD_OPEN_DIRECT;
-    struct vd_dev *dev =
-        vd_dev_open_spec(name, prefixed ? NULL : "raw", flags);
+    struct vd_dev *dev = vd_dev_open_spec(name, prefixed ? NULL : "raw", flags);
     if (!dev) {
         free(key);
         return vd_err_errno() ? -vd_err_errno() : -EIO;
@@ -123,7 +122,7 @@ int dm_dev_get(const char *spec, unsigned flags, struct vd_dev **out)
             return vd_err(ENOMEM, "out of memory");
         }
         ctx->devs = grown;
-        ctx->devs[ctx->nr_devs++] = (struct dm_dev_ref){ key, dev };
+        ctx->devs[ctx->nr_devs++] = (struct dm_dev_ref){key, dev};
         vd_dev_ref(dev);
     } else {
         free(key);
@@ -161,9 +160,10 @@ static int open_segments(struct vd_dev *dev, const char *filename,
     for (size_t i = 0; i < t->nr_segs; i++) {
         const struct dm_segment *seg = &t->segs[i];
         if (!dm_target_driver(seg->type)) {
-            return vd_err(ENOTSUP, "%s:%u: dm: the '%s' target has no "
-                          "userspace data path yet", filename, seg->line,
-                          dm_target_name(seg->type));
+            return vd_err(ENOTSUP,
+                          "%s:%u: dm: the '%s' target has no "
+                          "userspace data path yet",
+                          filename, seg->line, dm_target_name(seg->type));
         }
     }
     for (size_t i = 0; i < t->nr_segs; i++) {
@@ -177,10 +177,9 @@ static int open_segments(struct vd_dev *dev, const char *filename,
             return vd_err(ENOMEM, "out of memory");
         }
         snprintf(name, name_len, "%s:%u", filename, seg->line);
-        struct vd_dev *child =
-            vd_dev_open_driver(dm_target_driver(seg->type), name,
-                               dev->flags & (VD_OPEN_RDONLY | VD_OPEN_DIRECT),
-                               opts, NULL, 0);
+        struct vd_dev *child = vd_dev_open_driver(
+            dm_target_driver(seg->type), name,
+            dev->flags & (VD_OPEN_RDONLY | VD_OPEN_DIRECT), opts, NULL, 0);
         free(opts);
         free(name);
         if (!child) {
@@ -396,8 +395,7 @@ static int64_t dm_allocated_size(struct vd_dev *dev)
 
 /* dmsetup message's form: argv[0] is the sector that picks the segment;
  * the rest is the segment target's own message. */
-static int dm_message(struct vd_dev *dev, int argc, char **argv,
-                      char **reply)
+static int dm_message(struct vd_dev *dev, int argc, char **argv, char **reply)
 {
     const struct dm_state *s = vd_priv(dev);
     char *end;
@@ -408,9 +406,9 @@ static int dm_message(struct vd_dev *dev, int argc, char **argv,
                       dev->filename, argv[0]);
     }
     if (sector >= s->table->len) {
-        return vd_err(EINVAL, "%s: sector %llu is beyond the table's %"
-                      PRIu64 " sectors", dev->filename, sector,
-                      s->table->len);
+        return vd_err(
+            EINVAL, "%s: sector %llu is beyond the table's %" PRIu64 " sectors",
+            dev->filename, sector, s->table->len);
     }
     if (argc < 2) {
         return vd_err(EINVAL, "%s: the message after the sector is missing",
@@ -426,8 +424,8 @@ static void dm_status(struct vd_dev *dev, struct vd_strbuf *out)
     const struct dm_state *s = vd_priv(dev);
     for (size_t i = 0; i < s->table->nr_segs; i++) {
         const struct dm_segment *seg = &s->table->segs[i];
-        vd_strbuf_addf(out, "%" PRIu64 " %" PRIu64 " %s ", seg->start,
-                       seg->len, dm_target_name(seg->type));
+        vd_strbuf_addf(out, "%" PRIu64 " %" PRIu64 " %s ", seg->start, seg->len,
+                       dm_target_name(seg->type));
         vd_status_append(dev->children[i], out);
         vd_strbuf_addc(out, '\n');
     }

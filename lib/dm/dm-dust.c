@@ -31,18 +31,18 @@
 
 struct dust_badblock {
     uint64_t block;
-    uint8_t wr_fail_cnt;             /* writes left to fail */
+    uint8_t wr_fail_cnt; /* writes left to fail */
 };
 
 struct dust_state {
     struct dm_seg_head h;
     const struct dm_dust_args *a;
-    uint64_t offset;                 /* bytes */
-    unsigned block_shift;            /* log2 of the block size in bytes */
-    uint64_t last_block;             /* largest block number messages take */
-    bool fail_read_on_bb;            /* "enable"d; else bypass */
+    uint64_t offset;      /* bytes */
+    unsigned block_shift; /* log2 of the block size in bytes */
+    uint64_t last_block;  /* largest block number messages take */
+    bool fail_read_on_bb; /* "enable"d; else bypass */
     bool quiet;
-    struct dust_badblock *bad;       /* sorted by block */
+    struct dust_badblock *bad; /* sorted by block */
     size_t nr_bad, cap_bad;
 };
 
@@ -64,8 +64,7 @@ static int dust_setup(struct vd_dev *dev, struct dm_seg_head *h)
     s->offset = s->a->offset << DM_SECTOR_SHIFT;
     s->block_shift = (unsigned)__builtin_ctz(s->a->block_size);
     struct vd_dev *child;
-    int ret = dm_seg_add_dev(dev, s->a->dev, s->a->offset, h->seg->len,
-                             &child);
+    int ret = dm_seg_add_dev(dev, s->a->dev, s->a->offset, h->seg->len, &child);
     if (ret == 0) {
         s->last_block = child->size >> s->block_shift;
     }
@@ -123,15 +122,16 @@ static uint64_t dust_chunk(const struct dust_state *s, uint64_t off,
     return VD_MIN(len, block_size - (off & (block_size - 1)));
 }
 
-static int dust_read(struct vd_dev *dev, void *buf, uint64_t len,
-                     uint64_t off)
+static int dust_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     const struct dust_state *s = vd_priv(dev);
     for (uint64_t pos = off; s->fail_read_on_bb && pos < off + len;) {
         size_t idx;
         if (dust_find(s, dust_block_of(s, pos), &idx)) {
-            return vd_err(EIO, "%s: dust: block %" PRIu64 " is in the bad "
-                          "block list", dev->filename, s->bad[idx].block);
+            return vd_err(EIO,
+                          "%s: dust: block %" PRIu64 " is in the bad "
+                          "block list",
+                          dev->filename, s->bad[idx].block);
         }
         pos += dust_chunk(s, pos, off + len - pos);
     }
@@ -174,11 +174,12 @@ static int dust_modify(struct vd_dev *dev, const uint8_t *buf, uint64_t len,
         uint64_t block = dust_block_of(s, off + done);
         int ret;
         if (!dust_map_write(s, block)) {
-            ret = vd_err(EIO, "%s: dust: write to block %" PRIu64 " failed "
-                         "(write fail count)", dev->filename, block);
+            ret = vd_err(EIO,
+                         "%s: dust: write to block %" PRIu64 " failed "
+                         "(write fail count)",
+                         dev->filename, block);
         } else if (buf) {
-            ret = vd_write(child, buf + done, n, off + done + s->offset,
-                           flags);
+            ret = vd_write(child, buf + done, n, off + done + s->offset, flags);
         } else {
             ret = vd_zero(child, n, off + done + s->offset, flags);
         }
@@ -218,8 +219,10 @@ static int dust_add_block(struct vd_dev *dev, uint64_t block,
     struct dust_state *s = vd_priv(dev);
     size_t pos;
     if (dust_find(s, block, &pos)) {
-        return vd_err(EINVAL, "%s: dust: dust_add_block: block %" PRIu64
-                      " already in badblocklist", dev->filename, block);
+        return vd_err(EINVAL,
+                      "%s: dust: dust_add_block: block %" PRIu64
+                      " already in badblocklist",
+                      dev->filename, block);
     }
     if (s->nr_bad == s->cap_bad) {
         size_t cap = s->cap_bad ? s->cap_bad * 2 : 16;
@@ -232,7 +235,7 @@ static int dust_add_block(struct vd_dev *dev, uint64_t block,
     }
     memmove(&s->bad[pos + 1], &s->bad[pos],
             (s->nr_bad - pos) * sizeof(*s->bad));
-    s->bad[pos] = (struct dust_badblock){ block, wr_fail_cnt };
+    s->bad[pos] = (struct dust_badblock){block, wr_fail_cnt};
     s->nr_bad++;
     return 0;
 }
@@ -242,8 +245,10 @@ static int dust_remove_block(struct vd_dev *dev, uint64_t block)
     struct dust_state *s = vd_priv(dev);
     size_t pos;
     if (!dust_find(s, block, &pos)) {
-        return vd_err(EINVAL, "%s: dust: dust_remove_block: block %" PRIu64
-                      " not found in badblocklist", dev->filename, block);
+        return vd_err(EINVAL,
+                      "%s: dust: dust_remove_block: block %" PRIu64
+                      " not found in badblocklist",
+                      dev->filename, block);
     }
     dust_remove_at(s, pos);
     return 0;
@@ -274,8 +279,10 @@ static int dust_message0(struct vd_dev *dev, const char *verb, char **reply)
     if (!strcasecmp(verb, "addbadblock") ||
         !strcasecmp(verb, "removebadblock") ||
         !strcasecmp(verb, "queryblock")) {
-        return vd_err(EINVAL, "%s: dust: %s requires an additional "
-                      "argument", dev->filename, verb);
+        return vd_err(EINVAL,
+                      "%s: dust: %s requires an additional "
+                      "argument",
+                      dev->filename, verb);
     } else if (!strcasecmp(verb, "disable")) {
         s->fail_read_on_bb = false;
     } else if (!strcasecmp(verb, "enable")) {
@@ -285,8 +292,10 @@ static int dust_message0(struct vd_dev *dev, const char *verb, char **reply)
                        s->nr_bad);
         return dust_reply(reply, &text);
     } else if (!strcasecmp(verb, "clearbadblocks")) {
-        vd_strbuf_add(&text, s->nr_bad ? "dust_clear_badblocks: badblocks "
-                      "cleared" : "dust_clear_badblocks: no badblocks found");
+        vd_strbuf_add(&text, s->nr_bad
+                                 ? "dust_clear_badblocks: badblocks "
+                                   "cleared"
+                                 : "dust_clear_badblocks: no badblocks found");
         s->nr_bad = 0;
         return dust_reply(reply, &text);
     } else if (!strcasecmp(verb, "quiet")) {
@@ -306,8 +315,7 @@ static int dust_message0(struct vd_dev *dev, const char *verb, char **reply)
     return 0;
 }
 
-static int dust_message(struct vd_dev *dev, int argc, char **argv,
-                        char **reply)
+static int dust_message(struct vd_dev *dev, int argc, char **argv, char **reply)
 {
     struct dust_state *s = vd_priv(dev);
     if (argc == 1) {
@@ -328,8 +336,10 @@ static int dust_message(struct vd_dev *dev, int argc, char **argv,
                           dev->filename, argv[2]);
         }
         if (wr_fail_cnt > UINT8_MAX) {
-            return vd_err(EINVAL, "%s: dust: selected write fail count out "
-                          "of range", dev->filename);
+            return vd_err(EINVAL,
+                          "%s: dust: selected write fail count out "
+                          "of range",
+                          dev->filename);
         }
     }
     if (block > s->last_block) {
@@ -345,8 +355,10 @@ static int dust_message(struct vd_dev *dev, int argc, char **argv,
     if (argc == 2 && !strcasecmp(argv[0], "queryblock")) {
         size_t pos;
         struct vd_strbuf text = VD_STRBUF_INIT;
-        vd_strbuf_addf(&text, "dust_query_block: block %" PRIu64 " %s in "
-                       "badblocklist", block,
+        vd_strbuf_addf(&text,
+                       "dust_query_block: block %" PRIu64 " %s in "
+                       "badblocklist",
+                       block,
                        dust_find(s, block, &pos) ? "found" : "not found");
         return dust_reply(reply, &text);
     }

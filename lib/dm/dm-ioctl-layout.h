@@ -20,8 +20,12 @@
 
 /* ---- native-order fields ------------------------------------------------ */
 
-typedef struct { uint8_t b[4]; } dm_ne32;
-typedef struct { uint8_t b[8]; } dm_ne64;
+typedef struct {
+    uint8_t b[4];
+} dm_ne32;
+typedef struct {
+    uint8_t b[8];
+} dm_ne64;
 
 static inline uint32_t dm_get32(const uint8_t *buf, size_t off)
 {
@@ -49,17 +53,17 @@ static inline void dm_put64(uint8_t *buf, size_t off, uint64_t v)
 
 /* ---- constants ---------------------------------------------------------- */
 
-#define DM_CONTROL_PATH   "/dev/mapper/control"
-#define DM_CONTROL_MAJOR  10    /* misc */
-#define DM_CONTROL_MINOR  236   /* MAPPER_CTRL_MINOR */
-#define DM_MAX_TYPE_NAME  16
-#define DM_NAME_LEN       128   /* with the NUL */
-#define DM_UUID_LEN       129   /* with the NUL */
-#define DM_IOCTL_TYPE     0xfd
-#define DM_VERSION_MAJOR  4
+#define DM_CONTROL_PATH  "/dev/mapper/control"
+#define DM_CONTROL_MAJOR 10  /* misc */
+#define DM_CONTROL_MINOR 236 /* MAPPER_CTRL_MINOR */
+#define DM_MAX_TYPE_NAME 16
+#define DM_NAME_LEN      128 /* with the NUL */
+#define DM_UUID_LEN      129 /* with the NUL */
+#define DM_IOCTL_TYPE    0xfd
+#define DM_VERSION_MAJOR 4
 
 /* Every payload record starts 8-byte aligned. */
-#define DM_ALIGN          8u
+#define DM_ALIGN 8u
 
 static inline size_t dm_align8(size_t x)
 {
@@ -69,18 +73,18 @@ static inline size_t dm_align8(size_t x)
 /* ---- struct dm_ioctl: 312 bytes, the head of every command -------------- */
 
 struct dm_ioctl {
-    dm_ne32 version[3];         /* 0: in: 4.x.y; out: the kernel's       */
-    dm_ne32 data_size;          /* 12: in: buffer size; out: bytes valid */
-    dm_ne32 data_start;         /* 16: offset of the payload (312)       */
-    dm_ne32 target_count;       /* 20: in (load) / out                   */
-    dm_ne32 open_count;         /* 24: s32, out                          */
-    dm_ne32 flags;              /* 28: DM_*_FLAG                         */
-    dm_ne32 event_nr;           /* 32: in: wait event / udev cookie      */
-    dm_ne32 padding;            /* 36                                    */
-    dm_ne64 dev;                /* 40: huge_encode_dev(major, minor)     */
-    char name[DM_NAME_LEN];     /* 48: NUL-terminated                    */
-    char uuid[DM_UUID_LEN];     /* 176: NUL-terminated                   */
-    char data[7];               /* 305: payload start / padding          */
+    dm_ne32 version[3];     /* 0: in: 4.x.y; out: the kernel's       */
+    dm_ne32 data_size;      /* 12: in: buffer size; out: bytes valid */
+    dm_ne32 data_start;     /* 16: offset of the payload (312)       */
+    dm_ne32 target_count;   /* 20: in (load) / out                   */
+    dm_ne32 open_count;     /* 24: s32, out                          */
+    dm_ne32 flags;          /* 28: DM_*_FLAG                         */
+    dm_ne32 event_nr;       /* 32: in: wait event / udev cookie      */
+    dm_ne32 padding;        /* 36                                    */
+    dm_ne64 dev;            /* 40: huge_encode_dev(major, minor)     */
+    char name[DM_NAME_LEN]; /* 48: NUL-terminated                    */
+    char uuid[DM_UUID_LEN]; /* 176: NUL-terminated                   */
+    char data[7];           /* 305: payload start / padding          */
 };
 
 _Static_assert(sizeof(struct dm_ioctl) == 312, "dm_ioctl");
@@ -162,26 +166,25 @@ enum dm_ioctl_cmd {
  * from the first one.
  */
 struct dm_target_spec {
-    dm_ne64 sector_start;                 /* 0: sectors            */
-    dm_ne64 length;                       /* 8: sectors            */
-    dm_ne32 status;                       /* 16: s32, 0            */
-    dm_ne32 next;                         /* 20                    */
-    char target_type[DM_MAX_TYPE_NAME];   /* 24: NUL-terminated    */
+    dm_ne64 sector_start;               /* 0: sectors            */
+    dm_ne64 length;                     /* 8: sectors            */
+    dm_ne32 status;                     /* 16: s32, 0            */
+    dm_ne32 next;                       /* 20                    */
+    char target_type[DM_MAX_TYPE_NAME]; /* 24: NUL-terminated    */
 };
 
 _Static_assert(sizeof(struct dm_target_spec) == 40, "dm_target_spec");
 _Static_assert(offsetof(struct dm_target_spec, length) == 8, "dm_target_spec");
-_Static_assert(offsetof(struct dm_target_spec, status) == 16,
-               "dm_target_spec");
+_Static_assert(offsetof(struct dm_target_spec, status) == 16, "dm_target_spec");
 _Static_assert(offsetof(struct dm_target_spec, next) == 20, "dm_target_spec");
 _Static_assert(offsetof(struct dm_target_spec, target_type) == 24,
                "dm_target_spec");
 
 /* TABLE_DEPS output: count, then count encoded device numbers. */
 struct dm_target_deps {
-    dm_ne32 count;                        /* 0                     */
-    dm_ne32 padding;                      /* 4                     */
-    dm_ne64 dev[];                        /* 8                     */
+    dm_ne32 count;   /* 0                     */
+    dm_ne32 padding; /* 4                     */
+    dm_ne64 dev[];   /* 8                     */
 };
 
 _Static_assert(sizeof(struct dm_target_deps) == 8, "dm_target_deps");
@@ -194,23 +197,23 @@ _Static_assert(sizeof(struct dm_target_deps) == 8, "dm_target_deps");
  * struct is 16 bytes with its trailing padding; the name is at 12.)
  */
 struct dm_name_list {
-    dm_ne64 dev;                          /* 0                     */
-    dm_ne32 next;                         /* 8                     */
-    char name[];                          /* 12                    */
+    dm_ne64 dev;  /* 0                     */
+    dm_ne32 next; /* 8                     */
+    char name[];  /* 12                    */
 };
 
 _Static_assert(offsetof(struct dm_name_list, next) == 8, "dm_name_list");
 _Static_assert(offsetof(struct dm_name_list, name) == 12, "dm_name_list");
 
-#define DM_NAME_LIST_EXT_SIZE             8u   /* event_nr, flags */
-#define DM_NAME_LIST_FLAG_HAS_UUID        1u
+#define DM_NAME_LIST_EXT_SIZE              8u /* event_nr, flags */
+#define DM_NAME_LIST_FLAG_HAS_UUID         1u
 #define DM_NAME_LIST_FLAG_DOESNT_HAVE_UUID 2u
 
 /* LIST_VERSIONS output: one record per target type (next as above). */
 struct dm_target_versions {
-    dm_ne32 next;                         /* 0                     */
-    dm_ne32 version[3];                   /* 4                     */
-    char name[];                          /* 16                    */
+    dm_ne32 next;       /* 0                     */
+    dm_ne32 version[3]; /* 4                     */
+    char name[];        /* 16                    */
 };
 
 _Static_assert(offsetof(struct dm_target_versions, version) == 4,
@@ -220,11 +223,10 @@ _Static_assert(offsetof(struct dm_target_versions, name) == 16,
 
 /* TARGET_MSG input: a sector inside the target, then the message. */
 struct dm_target_msg {
-    dm_ne64 sector;                       /* 0                     */
-    char message[];                       /* 8                     */
+    dm_ne64 sector; /* 0                     */
+    char message[]; /* 8                     */
 };
 
-_Static_assert(offsetof(struct dm_target_msg, message) == 8,
-               "dm_target_msg");
+_Static_assert(offsetof(struct dm_target_msg, message) == 8, "dm_target_msg");
 
 #endif /* VDISK_DM_DM_IOCTL_LAYOUT_H */

@@ -37,8 +37,7 @@ int dm_reply_check(const uint8_t *buf, size_t size, struct dm_info *info)
                             DM_IOCTL_OFF(data_size));
     }
     if (flags & DM_BUFFER_FULL_FLAG) {
-        return dm_bad_reply("DM_BUFFER_FULL_FLAG left",
-                            DM_IOCTL_OFF(flags));
+        return dm_bad_reply("DM_BUFFER_FULL_FLAG left", DM_IOCTL_OFF(flags));
     }
     if (!dm_string_end(buf, DM_IOCTL_OFF(name), DM_IOCTL_OFF(uuid))) {
         return dm_bad_reply("unterminated name", DM_IOCTL_OFF(name));
@@ -147,8 +146,8 @@ static void *dm_append(void **v, size_t *n, size_t size)
 static int dm_decode_name(const uint8_t *buf, size_t off, size_t limit,
                           struct dm_name *entry)
 {
-    size_t name_end = dm_string_end(
-        buf, off + offsetof(struct dm_name_list, name), limit);
+    size_t name_end =
+        dm_string_end(buf, off + offsetof(struct dm_name_list, name), limit);
     if (!name_end) {
         return dm_bad_reply("unterminated device name", off);
     }
@@ -189,20 +188,19 @@ int dm_decode_names(const uint8_t *buf, size_t size, struct dm_names *out)
         return ret;
     }
     /* No devices: an empty payload, or a first record with dev 0. */
-    if (off == end || (end - off >= sizeof(dm_ne64) &&
-                       dm_get64(buf, off) == 0)) {
+    if (off == end ||
+        (end - off >= sizeof(dm_ne64) && dm_get64(buf, off) == 0)) {
         return 0;
     }
     for (;;) {
         uint32_t next;
         size_t limit;
-        ret = dm_chain_record(buf, off, end,
-                              offsetof(struct dm_name_list, name),
-                              offsetof(struct dm_name_list, next), &next,
-                              &limit);
-        struct dm_name *entry = ret < 0 ? NULL
-                                        : dm_append((void **)&out->v, &out->n,
-                                                    sizeof(*out->v));
+        ret =
+            dm_chain_record(buf, off, end, offsetof(struct dm_name_list, name),
+                            offsetof(struct dm_name_list, next), &next, &limit);
+        struct dm_name *entry =
+            ret < 0 ? NULL
+                    : dm_append((void **)&out->v, &out->n, sizeof(*out->v));
         if (ret == 0 && !entry) {
             ret = -ENOMEM;
         }
@@ -244,8 +242,8 @@ int dm_decode_versions(const uint8_t *buf, size_t size,
         uint32_t next;
         size_t limit, name = off + offsetof(struct dm_target_versions, name);
         ret = dm_chain_record(buf, off, end, name - off,
-                              offsetof(struct dm_target_versions, next),
-                              &next, &limit);
+                              offsetof(struct dm_target_versions, next), &next,
+                              &limit);
         if (ret == 0 && !dm_string_end(buf, name, limit)) {
             ret = dm_bad_reply("unterminated target name", name);
         }
@@ -287,8 +285,8 @@ void dm_target_lines_free(struct dm_target_lines *lines)
 /* Record i of a TABLE_STATUS reply at first + pos; *next_pos is where the
  * following one starts (checked to advance past this one). */
 static int dm_decode_target(const uint8_t *buf, size_t first, size_t pos,
-                            size_t end, bool last,
-                            struct dm_target_line *line, size_t *next_pos)
+                            size_t end, bool last, struct dm_target_line *line,
+                            size_t *next_pos)
 {
     size_t off = first + pos;
     if (end - off < sizeof(struct dm_target_spec)) {
@@ -344,8 +342,8 @@ int dm_decode_targets(const uint8_t *buf, size_t size,
     }
     size_t pos = 0;
     for (uint32_t i = 0; i < count; i++) {
-        ret = dm_decode_target(buf, first, pos, end, i + 1 == count,
-                               &out->v[i], &pos);
+        ret = dm_decode_target(buf, first, pos, end, i + 1 == count, &out->v[i],
+                               &pos);
         if (ret < 0) {
             out->n = i + 1;
             dm_target_lines_free(out);
@@ -400,8 +398,7 @@ int dm_decode_message(const uint8_t *buf, size_t size, char **text)
     size_t off, end;
     *text = NULL;
     int ret = dm_reply_check(buf, size, NULL);
-    if (ret < 0 ||
-        !(dm_get32(buf, DM_IOCTL_OFF(flags)) & DM_DATA_OUT_FLAG)) {
+    if (ret < 0 || !(dm_get32(buf, DM_IOCTL_OFF(flags)) & DM_DATA_OUT_FLAG)) {
         return ret;
     }
     ret = dm_reply_payload(buf, size, &off, &end);

@@ -26,7 +26,7 @@
 struct dm_control {
     dm_ioctl_fn *ioctl;
     void *opaque;
-    int fd;                          /* -1 over another transport */
+    int fd; /* -1 over another transport */
 };
 
 /*
@@ -72,8 +72,7 @@ int dm_check_name(const char *name)
     if (strchr(name, '/')) {
         return vd_err(EINVAL, "device name '%s' contains '/'", name);
     }
-    if (!strcmp(name, "control") || !strcmp(name, ".") ||
-        !strcmp(name, "..")) {
+    if (!strcmp(name, "control") || !strcmp(name, ".") || !strcmp(name, "..")) {
         return vd_err(EINVAL, "device name '%s' is reserved", name);
     }
     return 0;
@@ -114,14 +113,18 @@ static int dm_fd_ioctl(void *opaque, unsigned long request, uint8_t *buf)
 
 static int dm_no_kernel_support(const char *why)
 {
-    return vd_err(ENODEV, "device-mapper: the kernel has no device-mapper "
-                  "support (%s; load the dm_mod module)", why);
+    return vd_err(ENODEV,
+                  "device-mapper: the kernel has no device-mapper "
+                  "support (%s; load the dm_mod module)",
+                  why);
 }
 
 static int dm_permission_error(int err, const char *what)
 {
-    return vd_err(err, "device-mapper %s: permission denied (it needs "
-                  "CAP_SYS_ADMIN)", what);
+    return vd_err(err,
+                  "device-mapper %s: permission denied (it needs "
+                  "CAP_SYS_ADMIN)",
+                  what);
 }
 
 /* The misc minor /proc/misc gives device-mapper, or false without it. */
@@ -148,14 +151,14 @@ static int dm_make_node(unsigned minor)
         return vd_err_sys(errno, "cannot create /dev/mapper");
     }
     if (mknod(DM_CONTROL_PATH, S_IFCHR | 0600,
-              makedev(DM_CONTROL_MAJOR, minor)) < 0 && errno != EEXIST) {
+              makedev(DM_CONTROL_MAJOR, minor)) < 0 &&
+        errno != EEXIST) {
         return vd_err_sys(errno, "cannot create %s", DM_CONTROL_PATH);
     }
     return 0;
 }
 
-int dm_control_new(dm_ioctl_fn *ioctl_fn, void *opaque,
-                   struct dm_control **out)
+int dm_control_new(dm_ioctl_fn *ioctl_fn, void *opaque, struct dm_control **out)
 {
     struct dm_control *ctl = calloc(1, sizeof(*ctl));
     *out = ctl;
@@ -264,8 +267,10 @@ int dm_request_new(enum dm_ioctl_cmd cmd, const struct dm_dev_id *id,
     req->data = NULL;
     req->size = 0;
     if (payload > UINT32_MAX - DM_DATA_START - DM_ALIGN) {
-        return vd_err(E2BIG, "device-mapper %s: a request of %zu bytes is "
-                      "too large", dm_cmds[cmd].verb, payload);
+        return vd_err(E2BIG,
+                      "device-mapper %s: a request of %zu bytes is "
+                      "too large",
+                      dm_cmds[cmd].verb, payload);
     }
     size_t size = DM_DATA_START + dm_align8(payload);
     uint8_t *b = calloc(1, size);
@@ -318,7 +323,8 @@ int dm_request_load(const struct dm_dev_id *id, const struct dm_table *t,
         if (!params[i]) {
             ret = vd_err(ENOMEM, "out of memory");
         } else if (vd_add_overflow(payload, dm_spec_size(strlen(params[i])),
-                                   &payload) || payload > UINT32_MAX) {
+                                   &payload) ||
+                   payload > UINT32_MAX) {
             ret = vd_err(E2BIG, "device-mapper load: the table is too large");
         }
     }
@@ -461,8 +467,10 @@ int dm_ioctl_run(struct dm_control *ctl, enum dm_ioctl_cmd cmd,
         }
         free(b);
         if (size >= DM_REPLY_MAX) {
-            return vd_err(EOVERFLOW, "device-mapper %s: the reply does not "
-                          "fit in %zu bytes", dm_verb(cmd, req->data), size);
+            return vd_err(EOVERFLOW,
+                          "device-mapper %s: the reply does not "
+                          "fit in %zu bytes",
+                          dm_verb(cmd, req->data), size);
         }
         size = VD_MIN(size * 2, DM_REPLY_MAX);
     }
@@ -585,8 +593,7 @@ int dm_resume(struct dm_control *ctl, const struct dm_dev_id *id)
     return dm_simple(ctl, DM_DEV_SUSPEND_CMD, id, 0, NULL);
 }
 
-int dm_remove(struct dm_control *ctl, const struct dm_dev_id *id,
-              bool deferred)
+int dm_remove(struct dm_control *ctl, const struct dm_dev_id *id, bool deferred)
 {
     return dm_simple(ctl, DM_DEV_REMOVE_CMD, id,
                      deferred ? DM_DEFERRED_REMOVE : 0, NULL);
@@ -644,9 +651,9 @@ int dm_table_status(struct dm_control *ctl, const struct dm_dev_id *id,
     struct dm_buf reply;
     out->v = NULL;
     out->n = 0;
-    int ret = dm_query(ctl, DM_TABLE_STATUS_CMD, id,
-                       table ? DM_STATUS_TABLE_FLAG : 0, DM_REPLY_SPACE,
-                       &reply);
+    int ret =
+        dm_query(ctl, DM_TABLE_STATUS_CMD, id, table ? DM_STATUS_TABLE_FLAG : 0,
+                 DM_REPLY_SPACE, &reply);
     if (ret == 0) {
         ret = dm_decode_targets(reply.data, reply.size, out);
         dm_buf_free(&reply);
@@ -659,8 +666,8 @@ int dm_targets(struct dm_control *ctl, struct dm_target_versions_list *out)
     struct dm_buf reply;
     out->v = NULL;
     out->n = 0;
-    int ret = dm_query(ctl, DM_LIST_VERSIONS_CMD, NULL, 0, DM_REPLY_SPACE,
-                       &reply);
+    int ret =
+        dm_query(ctl, DM_LIST_VERSIONS_CMD, NULL, 0, DM_REPLY_SPACE, &reply);
     if (ret == 0) {
         ret = dm_decode_versions(reply.data, reply.size, out);
         dm_buf_free(&reply);

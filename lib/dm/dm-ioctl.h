@@ -43,7 +43,7 @@ uint32_t dm_dev_minor(uint64_t dev);
 struct dm_dev_id {
     const char *name;
     const char *uuid;
-    uint64_t dev;                    /* dm_encode_dev */
+    uint64_t dev; /* dm_encode_dev */
 };
 
 /* ---- the control node --------------------------------------------------- */
@@ -119,7 +119,7 @@ struct dm_info {
     char name[DM_NAME_LEN];
     char uuid[DM_UUID_LEN];
     uint64_t dev;
-    uint32_t flags;                  /* DM_SUSPEND_FLAG, ..._PRESENT_FLAG */
+    uint32_t flags; /* DM_SUSPEND_FLAG, ..._PRESENT_FLAG */
     int32_t open_count;
     uint32_t event_nr;
     uint32_t target_count;
@@ -129,9 +129,9 @@ struct dm_info {
 struct dm_name {
     char *name;
     uint64_t dev;
-    bool has_event_nr;               /* kernel 4.45 or later */
+    bool has_event_nr; /* kernel 4.45 or later */
     uint32_t event_nr;
-    char *uuid;                      /* "" none; NULL: kernel did not say */
+    char *uuid; /* "" none; NULL: kernel did not say */
 };
 
 struct dm_names {
@@ -203,25 +203,23 @@ VD_MUST_CHECK int dm_load(struct dm_control *ctl, const struct dm_dev_id *id,
 /* create, load, resume; removes the device again when load or resume
  * fails, as dmsetup create does. */
 VD_MUST_CHECK int dm_create_and_load(struct dm_control *ctl, const char *name,
-                                     const char *uuid,
-                                     const struct dm_table *t, bool readonly);
+                                     const char *uuid, const struct dm_table *t,
+                                     bool readonly);
 /* flags: DM_NOFLUSH_FLAG, DM_SKIP_LOCKFS_FLAG. */
-VD_MUST_CHECK int dm_suspend(struct dm_control *ctl,
-                             const struct dm_dev_id *id, uint32_t flags);
-VD_MUST_CHECK int dm_resume(struct dm_control *ctl,
-                            const struct dm_dev_id *id);
+VD_MUST_CHECK int dm_suspend(struct dm_control *ctl, const struct dm_dev_id *id,
+                             uint32_t flags);
+VD_MUST_CHECK int dm_resume(struct dm_control *ctl, const struct dm_dev_id *id);
 VD_MUST_CHECK int dm_remove(struct dm_control *ctl, const struct dm_dev_id *id,
                             bool deferred);
 /* A new name, or with set_uuid the UUID of a device that has none. */
 VD_MUST_CHECK int dm_rename(struct dm_control *ctl, const struct dm_dev_id *id,
                             const char *new_name, bool set_uuid);
 /* *reply: the target's answer (malloc'ed) or NULL when it gave none. */
-VD_MUST_CHECK int dm_message(struct dm_control *ctl,
-                             const struct dm_dev_id *id, uint64_t sector,
-                             const char *message, char **reply);
+VD_MUST_CHECK int dm_message(struct dm_control *ctl, const struct dm_dev_id *id,
+                             uint64_t sector, const char *message,
+                             char **reply);
 VD_MUST_CHECK int dm_info_get(struct dm_control *ctl,
-                              const struct dm_dev_id *id,
-                              struct dm_info *info);
+                              const struct dm_dev_id *id, struct dm_info *info);
 VD_MUST_CHECK int dm_list(struct dm_control *ctl, struct dm_names *out);
 /* table: the table lines (DM_STATUS_TABLE_FLAG), else the status lines. */
 VD_MUST_CHECK int dm_table_status(struct dm_control *ctl,

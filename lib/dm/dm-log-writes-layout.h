@@ -40,10 +40,10 @@
 
 /* The super block: the first 28 bytes of block 0, the rest zero. */
 struct log_writes_super_disk {
-    vd_le64 magic;        /* bytes 0-7: LOG_WRITES_MAGIC          */
-    vd_le64 version;      /* bytes 8-15: 1                        */
-    vd_le64 nr_entries;   /* bytes 16-23: entries in the log      */
-    vd_le32 sectorsize;   /* bytes 24-27: the block size in bytes */
+    vd_le64 magic;      /* bytes 0-7: LOG_WRITES_MAGIC          */
+    vd_le64 version;    /* bytes 8-15: 1                        */
+    vd_le64 nr_entries; /* bytes 16-23: entries in the log      */
+    vd_le32 sectorsize; /* bytes 24-27: the block size in bytes */
 };
 
 _Static_assert(sizeof(struct log_writes_super_disk) == 28, "super");
@@ -55,16 +55,15 @@ _Static_assert(offsetof(struct log_writes_super_disk, sectorsize) == 24,
 /* The entry header: the first 32 bytes of an entry's block; a mark's
  * text follows it (data_len bytes, no NUL), the rest is zero. */
 struct log_writes_entry_disk {
-    vd_le64 sector;       /* bytes 0-7: first block written       */
-    vd_le64 nr_sectors;   /* bytes 8-15: blocks written           */
-    vd_le64 flags;        /* bytes 16-23: LOG_WRITES_*            */
-    vd_le64 data_len;     /* bytes 24-31: a mark's text length    */
+    vd_le64 sector;     /* bytes 0-7: first block written       */
+    vd_le64 nr_sectors; /* bytes 8-15: blocks written           */
+    vd_le64 flags;      /* bytes 16-23: LOG_WRITES_*            */
+    vd_le64 data_len;   /* bytes 24-31: a mark's text length    */
 };
 
 _Static_assert(sizeof(struct log_writes_entry_disk) == 32, "entry");
 _Static_assert(offsetof(struct log_writes_entry_disk, flags) == 16, "entry");
-_Static_assert(offsetof(struct log_writes_entry_disk, data_len) == 24,
-               "entry");
+_Static_assert(offsetof(struct log_writes_entry_disk, data_len) == 24, "entry");
 
 /* The longest mark text a block of sectorsize bytes holds (the kernel
  * keeps room for a NUL it never writes). */
@@ -118,7 +117,8 @@ static inline int log_writes_super_decode(const void *buf,
         out->sectorsize > LOG_WRITES_MAX_SECTORSIZE ||
         (out->sectorsize & (out->sectorsize - 1)) != 0) {
         return vd_corrupt("log-writes sector size %u is not a power of two "
-                          "from 512 to 4096", out->sectorsize);
+                          "from 512 to 4096",
+                          out->sectorsize);
     }
     return 0;
 }
@@ -160,8 +160,8 @@ static inline int log_writes_entry_decode(const void *block,
     if (out->flags & LOG_WRITES_MARK) {
         if (out->data_len > sectorsize - sizeof(d)) {
             return vd_corrupt("log-writes mark of %" PRIu64 " bytes does not "
-                              "fit in its %u-byte entry", out->data_len,
-                              sectorsize);
+                              "fit in its %u-byte entry",
+                              out->data_len, sectorsize);
         }
         *mark = (const char *)block + sizeof(d);
     }
@@ -171,8 +171,7 @@ static inline int log_writes_entry_decode(const void *block,
 /* Blocks an entry takes in the log: its header block plus its data
  * (none for a discard, whose nr_sectors is the discarded length; flushes
  * and marks have nr_sectors 0). */
-static inline uint64_t
-log_writes_entry_blocks(const struct log_writes_entry *e)
+static inline uint64_t log_writes_entry_blocks(const struct log_writes_entry *e)
 {
     return 1 + (e->flags & LOG_WRITES_DISCARD ? 0 : e->nr_sectors);
 }

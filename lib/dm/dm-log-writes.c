@@ -40,26 +40,26 @@
 /* A write or discard waiting for the next flush. */
 struct log_writes_pending {
     struct log_writes_entry e;
-    uint8_t *data;                   /* NULL for a discard */
+    uint8_t *data; /* NULL for a discard */
 };
 
 struct log_writes_state {
     struct dm_seg_head h;
     const struct dm_log_writes_args *a;
     struct vd_dev *data, *log;
-    uint32_t sectorsize;             /* bytes: the unit of the log */
+    uint32_t sectorsize; /* bytes: the unit of the log */
     uint64_t logged_entries;
-    uint64_t next_sector;            /* 512-byte sectors of the log device */
-    uint64_t end_sector;             /* the log device's size in sectors */
-    const char *stopped;             /* why logging stopped; NULL: it runs */
+    uint64_t next_sector; /* 512-byte sectors of the log device */
+    uint64_t end_sector;  /* the log device's size in sectors */
+    const char *stopped;  /* why logging stopped; NULL: it runs */
     struct log_writes_pending *pending;
     size_t nr_pending, cap_pending;
-    uint8_t *block;                  /* one sectorsize block to encode into */
+    uint8_t *block; /* one sectorsize block to encode into */
 };
 
 static int log_writes_write_super(struct log_writes_state *s)
 {
-    struct log_writes_super super = { s->logged_entries, s->sectorsize };
+    struct log_writes_super super = {s->logged_entries, s->sectorsize};
     log_writes_super_encode(&super, s->block);
     return vd_write(s->log, s->block, s->sectorsize, 0, 0);
 }
@@ -86,8 +86,8 @@ static void log_writes_log(struct log_writes_state *s,
     }
     s->logged_entries++;
     log_writes_entry_encode(e, mark, s->sectorsize, s->block);
-    int ret = vd_write(s->log, s->block, s->sectorsize,
-                       sector << DM_SECTOR_SHIFT, 0);
+    int ret =
+        vd_write(s->log, s->block, s->sectorsize, sector << DM_SECTOR_SHIFT, 0);
     if (ret == 0 && data) {
         ret = vd_write(s->log, data, e->nr_sectors * s->sectorsize,
                        (sector + block_sectors) << DM_SECTOR_SHIFT, 0);
@@ -115,7 +115,7 @@ static void log_writes_log_pending(struct log_writes_state *s)
 static void log_writes_mark(struct log_writes_state *s, const char *text)
 {
     size_t len = strnlen(text, log_writes_max_mark(s->sectorsize));
-    struct log_writes_entry e = { 0, 0, LOG_WRITES_MARK, len };
+    struct log_writes_entry e = {0, 0, LOG_WRITES_MARK, len};
     log_writes_log(s, &e, NULL, text);
 }
 
@@ -132,16 +132,17 @@ static int log_writes_setup(struct vd_dev *dev, struct dm_seg_head *h)
     }
     /* The kernel's unit is the data device's logical block size. */
     uint32_t align = s->data->limits.align;
-    s->sectorsize = align > DM_SECTOR_SIZE &&
-                    align <= LOG_WRITES_MAX_SECTORSIZE ? align
-                                                       : DM_SECTOR_SIZE;
+    s->sectorsize = align > DM_SECTOR_SIZE && align <= LOG_WRITES_MAX_SECTORSIZE
+                        ? align
+                        : DM_SECTOR_SIZE;
     dev->limits.align = s->sectorsize;
     s->next_sector = s->sectorsize >> DM_SECTOR_SHIFT;
     s->end_sector = s->log->size >> DM_SECTOR_SHIFT;
     if (s->next_sector >= s->end_sector) {
-        return vd_err(EINVAL, "%s: log-writes: log device '%s' is too small "
-                      "(%" PRIu64 " bytes) to hold a log", dev->filename,
-                      s->a->log_dev, s->log->size);
+        return vd_err(EINVAL,
+                      "%s: log-writes: log device '%s' is too small "
+                      "(%" PRIu64 " bytes) to hold a log",
+                      dev->filename, s->a->log_dev, s->log->size);
     }
     s->block = malloc(s->sectorsize);
     if (!s->block) {
@@ -152,8 +153,7 @@ static int log_writes_setup(struct vd_dev *dev, struct dm_seg_head *h)
     }
     if (ret < 0) {
         free(s->block);
-        vd_err_prefix("%s: log-writes: writing the super block",
-                      dev->filename);
+        vd_err_prefix("%s: log-writes: writing the super block", dev->filename);
     }
     return ret;
 }
@@ -188,8 +188,7 @@ static int log_writes_read(struct vd_dev *dev, void *buf, uint64_t len,
 
 /* Keep a done write (data) or discard (NULL) for the next flush. */
 static int log_writes_queue(struct log_writes_state *s,
-                            const struct log_writes_entry *e,
-                            const void *data)
+                            const struct log_writes_entry *e, const void *data)
 {
     if (s->nr_pending == s->cap_pending) {
         size_t cap = s->cap_pending ? s->cap_pending * 2 : 16;
@@ -208,7 +207,7 @@ static int log_writes_queue(struct log_writes_state *s,
         }
         memcpy(copy, data, e->nr_sectors * s->sectorsize);
     }
-    s->pending[s->nr_pending++] = (struct log_writes_pending){ *e, copy };
+    s->pending[s->nr_pending++] = (struct log_writes_pending){*e, copy};
     return 0;
 }
 
@@ -217,8 +216,10 @@ static int log_writes_write(struct vd_dev *dev, const void *buf, uint64_t len,
 {
     struct log_writes_state *s = vd_priv(dev);
     struct log_writes_entry e = {
-        off / s->sectorsize, len / s->sectorsize,
-        flags & VD_REQ_FUA ? LOG_WRITES_FUA : 0, 0,
+        off / s->sectorsize,
+        len / s->sectorsize,
+        flags & VD_REQ_FUA ? LOG_WRITES_FUA : 0,
+        0,
     };
     int ret = vd_write(s->data, buf, len, off, flags);
     /* The kernel logs a write once it is done, whatever its status. */
@@ -247,7 +248,10 @@ static int log_writes_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
 {
     struct log_writes_state *s = vd_priv(dev);
     struct log_writes_entry e = {
-        off / s->sectorsize, len / s->sectorsize, LOG_WRITES_DISCARD, 0,
+        off / s->sectorsize,
+        len / s->sectorsize,
+        LOG_WRITES_DISCARD,
+        0,
     };
     int ret = vd_discard(s->data, len, off);
     if (s->stopped) {
@@ -260,8 +264,7 @@ static int log_writes_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
 static int log_writes_flush(struct vd_dev *dev)
 {
     struct log_writes_state *s = vd_priv(dev);
-    static const struct log_writes_entry flush = { 0, 0, LOG_WRITES_FLUSH,
-                                                   0 };
+    static const struct log_writes_entry flush = {0, 0, LOG_WRITES_FLUSH, 0};
     int ret = vd_flush(s->data);
     log_writes_log_pending(s);
     log_writes_log(s, &flush, NULL, NULL);
@@ -276,13 +279,16 @@ static int log_writes_message(struct vd_dev *dev, int argc, char **argv,
     struct log_writes_state *s = vd_priv(dev);
     (void)reply;
     if (argc != 2) {
-        return vd_err(EINVAL, "%s: log-writes: invalid log-writes message "
-                      "arguments, expect 2 arguments, got %d", dev->filename,
-                      argc);
+        return vd_err(EINVAL,
+                      "%s: log-writes: invalid log-writes message "
+                      "arguments, expect 2 arguments, got %d",
+                      dev->filename, argc);
     }
     if (strcasecmp(argv[0], "mark") != 0) {
-        return vd_err(EINVAL, "%s: log-writes: unrecognised log writes "
-                      "target message received: %s", dev->filename, argv[0]);
+        return vd_err(EINVAL,
+                      "%s: log-writes: unrecognised log writes "
+                      "target message received: %s",
+                      dev->filename, argv[0]);
     }
     if (s->stopped) {
         return vd_err(EIO, "%s: log-writes: logging has stopped: %s",

@@ -41,8 +41,8 @@
 #include "dm-args.h"
 #include "dm-target.h"
 
-#define MIRROR_MAX_LEGS     9        /* the table parser's limit */
-#define MIRROR_REGION_LOCKS 64       /* region r uses lock r % this */
+#define MIRROR_MAX_LEGS     9  /* the table parser's limit */
+#define MIRROR_REGION_LOCKS 64 /* region r uses lock r % this */
 #define MIRROR_COPY_BYTES   (1u << 20)
 
 /* Why a leg failed, the kernel's DM_RAID1_*_ERROR bits. */
@@ -53,8 +53,8 @@
 
 struct mirror_leg {
     struct vd_dev *dev;
-    uint64_t offset;                 /* bytes */
-    unsigned errors;                 /* LEG_*_ERROR; 0: healthy */
+    uint64_t offset; /* bytes */
+    unsigned errors; /* LEG_*_ERROR; 0: healthy */
 };
 
 struct mirror_state {
@@ -62,16 +62,16 @@ struct mirror_state {
     unsigned nr_legs;
     struct mirror_leg legs[MIRROR_MAX_LEGS];
     bool handle_errors;
-    uint64_t size;                   /* bytes */
+    uint64_t size; /* bytes */
     uint64_t region_bytes;
     uint64_t nr_regions;
     /* Under lock: the legs' errors, the default leg and the core log. */
     pthread_mutex_t lock;
     unsigned default_leg;
-    uint64_t *in_sync;               /* one bit per region */
+    uint64_t *in_sync; /* one bit per region */
     uint64_t sync_count;
     pthread_mutex_t region_locks[MIRROR_REGION_LOCKS];
-    bool recovering;                 /* the recovery thread was started */
+    bool recovering; /* the recovery thread was started */
     pthread_t recovery;
 };
 
@@ -154,8 +154,8 @@ static void recover_region(struct mirror_state *s, uint64_t region,
     bool complete = true;
     for (uint64_t pos = off; pos < end && complete; pos += MIRROR_COPY_BYTES) {
         uint64_t n = VD_MIN(end - pos, MIRROR_COPY_BYTES);
-        if (vd_read(s->legs[from].dev, buf, n,
-                    s->legs[from].offset + pos) < 0) {
+        if (vd_read(s->legs[from].dev, buf, n, s->legs[from].offset + pos) <
+            0) {
             leg_fail(s, from, LEG_SYNC_ERROR);
             return;
         }
@@ -165,8 +165,8 @@ static void recover_region(struct mirror_state *s, uint64_t region,
             }
             if (leg_failed(s, i)) {
                 complete = false;
-            } else if (vd_write(s->legs[i].dev, buf, n,
-                                s->legs[i].offset + pos, 0) < 0) {
+            } else if (vd_write(s->legs[i].dev, buf, n, s->legs[i].offset + pos,
+                                0) < 0) {
                 leg_fail(s, i, LEG_SYNC_ERROR);
                 complete = false;
             }
@@ -212,20 +212,20 @@ static int mirror_setup(struct vd_dev *dev, struct dm_seg_head *h)
     struct mirror_state *s = (struct mirror_state *)h;
     const struct dm_mirror_args *a = &h->seg->args.mirror;
     if (strcmp(a->log_type, "core") != 0) {
-        return vd_err(ENOTSUP, "%s: mirror: the %s log is not supported: "
-                      "only the core log runs in userspace", dev->filename,
-                      a->log_type);
+        return vd_err(ENOTSUP,
+                      "%s: mirror: the %s log is not supported: "
+                      "only the core log runs in userspace",
+                      dev->filename, a->log_type);
     }
     if (a->nr_mirrors > MIRROR_MAX_LEGS) {
-        return vd_err(EINVAL, "%s: mirror: %u legs, at most %u",
-                      dev->filename, a->nr_mirrors, MIRROR_MAX_LEGS);
+        return vd_err(EINVAL, "%s: mirror: %u legs, at most %u", dev->filename,
+                      a->nr_mirrors, MIRROR_MAX_LEGS);
     }
     s->nr_legs = a->nr_mirrors;
     s->handle_errors = a->handle_errors;
     s->size = h->seg->len << DM_SECTOR_SHIFT;
     s->region_bytes = (uint64_t)a->region_sectors << DM_SECTOR_SHIFT;
-    s->nr_regions = (h->seg->len + a->region_sectors - 1) /
-                    a->region_sectors;
+    s->nr_regions = (h->seg->len + a->region_sectors - 1) / a->region_sectors;
     int ret = 0;
     for (unsigned i = 0; i < s->nr_legs && ret == 0; i++) {
         s->legs[i].offset = a->mirrors[i].offset << DM_SECTOR_SHIFT;
@@ -252,8 +252,10 @@ static int mirror_setup(struct vd_dev *dev, struct dm_seg_head *h)
         ret = pthread_create(&s->recovery, NULL, recovery_main, s);
         if (ret != 0) {
             mirror_free(s);
-            return vd_err(ret, "%s: mirror: cannot start the recovery "
-                          "thread", dev->filename);
+            return vd_err(ret,
+                          "%s: mirror: cannot start the recovery "
+                          "thread",
+                          dev->filename);
         }
         s->recovering = true;
     }
@@ -323,8 +325,10 @@ static int mirror_read(struct vd_dev *dev, void *buf, uint64_t len,
         for (;;) {
             unsigned leg = read_leg(s, region);
             if (leg == s->nr_legs) {
-                return vd_err(EIO, "%s: mirror: no in-sync leg left to "
-                              "read from", dev->filename);
+                return vd_err(EIO,
+                              "%s: mirror: no in-sync leg left to "
+                              "read from",
+                              dev->filename);
             }
             ret = vd_read(s->legs[leg].dev, p, n, s->legs[leg].offset + off);
             if (ret == 0) {
@@ -392,8 +396,7 @@ static int modify_region(struct vd_dev *dev, enum mirror_op op,
             return vd_err(EIO, "%s: mirror: no leg left to write",
                           dev->filename);
         }
-        vd_err_prefix("%s: mirror: write failed on every leg",
-                      dev->filename);
+        vd_err_prefix("%s: mirror: write failed on every leg", dev->filename);
         return err;
     }
     return 0;
@@ -464,8 +467,7 @@ static int mirror_flush(struct vd_dev *dev)
             return vd_err(EIO, "%s: mirror: no leg left to flush",
                           dev->filename);
         }
-        vd_err_prefix("%s: mirror: flush failed on every leg",
-                      dev->filename);
+        vd_err_prefix("%s: mirror: flush failed on every leg", dev->filename);
         return err;
     }
     return 0;
@@ -474,11 +476,12 @@ static int mirror_flush(struct vd_dev *dev)
 /* device_status_char: the first error kind in the kernel's order. */
 static char leg_health(unsigned errors)
 {
-    return !errors ? 'A' :
-           errors & LEG_FLUSH_ERROR ? 'F' :
-           errors & LEG_WRITE_ERROR ? 'D' :
-           errors & LEG_SYNC_ERROR ? 'S' :
-           errors & LEG_READ_ERROR ? 'R' : 'U';
+    return !errors                    ? 'A'
+           : errors & LEG_FLUSH_ERROR ? 'F'
+           : errors & LEG_WRITE_ERROR ? 'D'
+           : errors & LEG_SYNC_ERROR  ? 'S'
+           : errors & LEG_READ_ERROR  ? 'R'
+                                      : 'U';
 }
 
 /* "<#mirrors> <dev>... <in-sync>/<regions> 1 <health> 1 core" */
@@ -497,8 +500,8 @@ static void mirror_status(struct vd_dev *dev, struct vd_strbuf *out)
         health[i] = leg_health(s->legs[i].errors);
     }
     health[s->nr_legs] = 0;
-    vd_strbuf_addf(out, " %" PRIu64 "/%" PRIu64 " 1 %s 1 core",
-                   s->sync_count, s->nr_regions, health);
+    vd_strbuf_addf(out, " %" PRIu64 "/%" PRIu64 " 1 %s 1 core", s->sync_count,
+                   s->nr_regions, health);
     pthread_mutex_unlock(&s->lock);
 }
 

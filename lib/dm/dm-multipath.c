@@ -41,19 +41,19 @@ enum mpath_selector { SEL_ROUND_ROBIN, SEL_QUEUE_LENGTH, SEL_SERVICE_TIME };
 
 struct mpath_path {
     struct vd_dev *dev;
-    const char *name;                /* as written in the table */
+    const char *name; /* as written in the table */
     bool active;
     unsigned fail_count;
-    unsigned in_flight;              /* requests */
+    unsigned in_flight; /* requests */
     uint64_t in_flight_bytes;
-    uint64_t throughput;             /* service-time's relative throughput */
+    uint64_t throughput; /* service-time's relative throughput */
 };
 
 struct mpath_group {
     enum mpath_selector selector;
-    unsigned first, nr_paths;        /* paths[first .. first + nr_paths) */
-    unsigned next;                   /* where the selector starts looking */
-    bool bypassed;                   /* disable_group */
+    unsigned first, nr_paths; /* paths[first .. first + nr_paths) */
+    unsigned next;            /* where the selector starts looking */
+    bool bypassed;            /* disable_group */
 };
 
 struct multipath_state {
@@ -63,10 +63,10 @@ struct multipath_state {
     struct mpath_path *paths;
     /* Under lock: everything below and the paths' and groups' state. */
     pthread_mutex_t lock;
-    pthread_cond_t paths_changed;    /* a path came back, or fail_if_no_path */
-    unsigned current_group;          /* 1-based, 0: none */
-    unsigned next_group;             /* 1-based, 0: none */
-    unsigned nr_valid;               /* active paths */
+    pthread_cond_t paths_changed; /* a path came back, or fail_if_no_path */
+    unsigned current_group;       /* 1-based, 0: none */
+    unsigned next_group;          /* 1-based, 0: none */
+    unsigned nr_valid;            /* active paths */
     bool queue_if_no_path;
 };
 
@@ -85,9 +85,11 @@ static int selector_parse(struct vd_dev *dev, const char *name,
             return 0;
         }
     }
-    return vd_err(ENOTSUP, "%s: multipath: the '%s' path selector has no "
+    return vd_err(ENOTSUP,
+                  "%s: multipath: the '%s' path selector has no "
                   "userspace data path (round-robin, queue-length and "
-                  "service-time have)", dev->filename, name);
+                  "service-time have)",
+                  dev->filename, name);
 }
 
 static int multipath_setup(struct vd_dev *dev, struct dm_seg_head *h)
@@ -117,8 +119,9 @@ static int multipath_setup(struct vd_dev *dev, struct dm_seg_head *h)
             p->active = true;
             /* Per-path arguments: [<repeat_count> [<relative_throughput>]];
              * the parser checked they are numbers. */
-            p->throughput = ag->nr_path_args > 1 ?
-                            strtoull(ag->paths[i].args[1], NULL, 10) : 1;
+            p->throughput = ag->nr_path_args > 1
+                                ? strtoull(ag->paths[i].args[1], NULL, 10)
+                                : 1;
             ret = dm_seg_add_dev(dev, p->name, 0, h->seg->len, &p->dev);
             s->nr_paths += ret == 0;
         }
@@ -196,7 +199,7 @@ static bool path_better(enum mpath_selector sel, const struct mpath_path *p,
     case SEL_SERVICE_TIME:
         return service_time_compare(p, best, len) < 0;
     default:
-        return false;                /* round-robin: the first in turn */
+        return false; /* round-robin: the first in turn */
     }
 }
 
@@ -280,9 +283,11 @@ static int no_path(struct vd_dev *dev, bool *waited)
         return vd_err(EIO, "%s: multipath: no usable paths", dev->filename);
     }
     if (*waited) {
-        return vd_err(EIO, "%s: multipath: no usable paths (queue_if_no_path "
+        return vd_err(EIO,
+                      "%s: multipath: no usable paths (queue_if_no_path "
                       "is emulated: the request waited %u ms for a path to "
-                      "be reinstated)", dev->filename, MPATH_QUEUE_WAIT_MS);
+                      "be reinstated)",
+                      dev->filename, MPATH_QUEUE_WAIT_MS);
     }
     *waited = true;
     struct timespec deadline;
@@ -294,19 +299,23 @@ static int no_path(struct vd_dev *dev, bool *waited)
         deadline.tv_nsec -= 1000000000L;
     }
     while (s->nr_valid == 0 && s->queue_if_no_path &&
-           pthread_cond_timedwait(&s->paths_changed, &s->lock,
-                                  &deadline) == 0) {
+           pthread_cond_timedwait(&s->paths_changed, &s->lock, &deadline) ==
+               0) {
     }
     return 0;
 }
 
-enum mpath_op { MPATH_READ, MPATH_WRITE, MPATH_ZERO, MPATH_DISCARD,
-                MPATH_FLUSH };
+enum mpath_op {
+    MPATH_READ,
+    MPATH_WRITE,
+    MPATH_ZERO,
+    MPATH_DISCARD,
+    MPATH_FLUSH
+};
 
 /* rbuf: where reads land; wbuf: what writes write. */
 static int path_io(struct vd_dev *path, enum mpath_op op, void *rbuf,
-                   const void *wbuf, uint64_t len, uint64_t off,
-                   unsigned flags)
+                   const void *wbuf, uint64_t len, uint64_t off, unsigned flags)
 {
     switch (op) {
     case MPATH_READ:
@@ -397,8 +406,10 @@ static unsigned group_arg(struct vd_dev *dev, const char *text)
     const struct multipath_state *s = vd_priv(dev);
     uint64_t n;
     if (dm_parse_u64(text, &n) < 0 || n < 1 || n > s->nr_groups) {
-        vd_err(EINVAL, "%s: multipath: invalid priority group number '%s' "
-               "(the table has %u)", dev->filename, text, s->nr_groups);
+        vd_err(EINVAL,
+               "%s: multipath: invalid priority group number '%s' "
+               "(the table has %u)",
+               dev->filename, text, s->nr_groups);
         return 0;
     }
     return (unsigned)n;
@@ -472,9 +483,10 @@ static int multipath_message(struct vd_dev *dev, int argc, char **argv,
     } else if (argc == 2) {
         ret = message_with_arg(dev, argv[0], argv[1]);
     } else {
-        ret = vd_err(EINVAL, "%s: multipath: unknown message '%s' with %d "
-                     "argument%s", dev->filename, argv[0], argc - 1,
-                     argc == 2 ? "" : "s");
+        ret = vd_err(EINVAL,
+                     "%s: multipath: unknown message '%s' with %d "
+                     "argument%s",
+                     dev->filename, argv[0], argc - 1, argc == 2 ? "" : "s");
     }
     pthread_mutex_unlock(&s->lock);
     return ret;
@@ -490,31 +502,33 @@ static void multipath_status(struct vd_dev *dev, struct vd_strbuf *out)
 {
     struct multipath_state *s = vd_priv(dev);
     static const unsigned info_args[] = {
-        [SEL_ROUND_ROBIN] = 0, [SEL_QUEUE_LENGTH] = 1,
+        [SEL_ROUND_ROBIN] = 0,
+        [SEL_QUEUE_LENGTH] = 1,
         [SEL_SERVICE_TIME] = 2,
     };
     pthread_mutex_lock(&s->lock);
-    unsigned shown = s->next_group ? s->next_group :
-                     s->current_group ? s->current_group :
-                     s->nr_groups ? 1 : 0;
+    unsigned shown = s->next_group      ? s->next_group
+                     : s->current_group ? s->current_group
+                     : s->nr_groups     ? 1
+                                        : 0;
     vd_strbuf_addf(out, "2 0 0 0 %u %u", s->nr_groups, shown);
     for (unsigned g = 0; g < s->nr_groups; g++) {
         const struct mpath_group *grp = &s->groups[g];
-        char state = grp->bypassed ? 'D' :
-                     s->current_group == g + 1 ? 'A' : 'E';
+        char state = grp->bypassed               ? 'D'
+                     : s->current_group == g + 1 ? 'A'
+                                                 : 'E';
         vd_strbuf_addf(out, " %c 0 %u %u", state, grp->nr_paths,
                        info_args[grp->selector]);
         for (unsigned i = 0; i < grp->nr_paths; i++) {
             const struct mpath_path *p = &s->paths[grp->first + i];
             vd_strbuf_addc(out, ' ');
             dm_print_word(out, p->name);
-            vd_strbuf_addf(out, " %c %u", p->active ? 'A' : 'F',
-                           p->fail_count);
+            vd_strbuf_addf(out, " %c %u", p->active ? 'A' : 'F', p->fail_count);
             if (grp->selector == SEL_QUEUE_LENGTH) {
                 vd_strbuf_addf(out, " %u", p->in_flight);
             } else if (grp->selector == SEL_SERVICE_TIME) {
-                vd_strbuf_addf(out, " %" PRIu64 " %" PRIu64,
-                               p->in_flight_bytes, p->throughput);
+                vd_strbuf_addf(out, " %" PRIu64 " %" PRIu64, p->in_flight_bytes,
+                               p->throughput);
             }
         }
     }

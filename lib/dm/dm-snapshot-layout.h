@@ -24,9 +24,9 @@
 
 #include "../util/endian.h"
 
-#define SNAP_MAGIC           UINT32_C(0x70416e53) /* "SnAp" */
-#define SNAP_DISK_VERSION    1u
-#define SNAP_HDR_CHUNKS      1u       /* chunks before metadata area 0 */
+#define SNAP_MAGIC                 UINT32_C(0x70416e53) /* "SnAp" */
+#define SNAP_DISK_VERSION          1u
+#define SNAP_HDR_CHUNKS            1u /* chunks before metadata area 0 */
 /* The kernel's DM_CHUNK_SIZE_DEFAULT_SECTORS: a new store's chunk size
  * when the table gives 0. */
 #define SNAP_DEFAULT_CHUNK_SECTORS 32u
@@ -36,22 +36,22 @@
 
 /* Chunk 0, bytes [0, 16). */
 struct snap_header_disk {
-    vd_le32 magic;             /* bytes 0-3: SNAP_MAGIC; 0: a new store   */
-    vd_le32 valid;             /* bytes 4-7: 1 usable, 0 invalidated      */
-    vd_le32 version;           /* bytes 8-11: SNAP_DISK_VERSION           */
-    vd_le32 chunk_size;        /* bytes 12-15: sectors                    */
+    vd_le32 magic;      /* bytes 0-3: SNAP_MAGIC; 0: a new store   */
+    vd_le32 valid;      /* bytes 4-7: 1 usable, 0 invalidated      */
+    vd_le32 version;    /* bytes 8-11: SNAP_DISK_VERSION           */
+    vd_le32 chunk_size; /* bytes 12-15: sectors                    */
 };
 
 /* One record of a metadata area. */
 struct snap_exception_disk {
-    vd_le64 old_chunk;         /* bytes 0-7: chunk of the origin          */
-    vd_le64 new_chunk;         /* bytes 8-15: chunk of the COW device     */
+    vd_le64 old_chunk; /* bytes 0-7: chunk of the origin          */
+    vd_le64 new_chunk; /* bytes 8-15: chunk of the COW device     */
 };
 
 _Static_assert(sizeof(struct snap_header_disk) == 16, "snapshot header");
 _Static_assert(sizeof(struct snap_exception_disk) == 16, "exception");
 
-#define SNAP_EXCEPTION_SIZE  16u
+#define SNAP_EXCEPTION_SIZE 16u
 
 /* Host-order header. */
 struct snap_header {
@@ -61,8 +61,7 @@ struct snap_header {
     uint32_t chunk_size;
 };
 
-static inline void snap_header_decode(const uint8_t *buf,
-                                      struct snap_header *h)
+static inline void snap_header_decode(const uint8_t *buf, struct snap_header *h)
 {
     struct snap_header_disk d;
     memcpy(&d, buf, sizeof(d));
@@ -72,20 +71,20 @@ static inline void snap_header_decode(const uint8_t *buf,
     h->chunk_size = vd_le32_get(d.chunk_size);
 }
 
-static inline void snap_header_encode(const struct snap_header *h,
-                                      uint8_t *buf)
+static inline void snap_header_encode(const struct snap_header *h, uint8_t *buf)
 {
     struct snap_header_disk d = {
-        vd_le32_make(h->magic), vd_le32_make(h->valid),
-        vd_le32_make(h->version), vd_le32_make(h->chunk_size),
+        vd_le32_make(h->magic),
+        vd_le32_make(h->valid),
+        vd_le32_make(h->version),
+        vd_le32_make(h->chunk_size),
     };
     memcpy(buf, &d, sizeof(d));
 }
 
 /* Record i of an area buffer. */
 static inline void snap_exception_get(const uint8_t *area, uint32_t i,
-                                      uint64_t *old_chunk,
-                                      uint64_t *new_chunk)
+                                      uint64_t *old_chunk, uint64_t *new_chunk)
 {
     struct snap_exception_disk d;
     memcpy(&d, area + (size_t)i * SNAP_EXCEPTION_SIZE, sizeof(d));
@@ -96,8 +95,8 @@ static inline void snap_exception_get(const uint8_t *area, uint32_t i,
 static inline void snap_exception_put(uint8_t *area, uint32_t i,
                                       uint64_t old_chunk, uint64_t new_chunk)
 {
-    struct snap_exception_disk d = { vd_le64_make(old_chunk),
-                                     vd_le64_make(new_chunk) };
+    struct snap_exception_disk d = {vd_le64_make(old_chunk),
+                                    vd_le64_make(new_chunk)};
     memcpy(area + (size_t)i * SNAP_EXCEPTION_SIZE, &d, sizeof(d));
 }
 
@@ -122,8 +121,7 @@ static inline bool snap_is_metadata_chunk(uint32_t per_area, uint64_t chunk)
 
 /* The next free data chunk from `next_free` on, stepping over an area
  * (the kernel's skip_metadata). */
-static inline uint64_t snap_skip_metadata(uint32_t per_area,
-                                          uint64_t next_free)
+static inline uint64_t snap_skip_metadata(uint32_t per_area, uint64_t next_free)
 {
     return next_free % ((uint64_t)per_area + 1) == SNAP_HDR_CHUNKS
                ? next_free + 1

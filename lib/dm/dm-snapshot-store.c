@@ -86,7 +86,7 @@ static int reserve(struct snap_store *st, size_t n)
 static void list_add(struct snap_store *st, uint64_t old_chunk,
                      uint64_t new_chunk)
 {
-    st->list[st->nr] = (struct snap_exception){ old_chunk, new_chunk };
+    st->list[st->nr] = (struct snap_exception){old_chunk, new_chunk};
     *slot_find(st, old_chunk) = ++st->nr;
 }
 
@@ -95,8 +95,8 @@ static void list_add(struct snap_store *st, uint64_t old_chunk,
 static void list_pop(struct snap_store *st)
 {
     size_t mask = st->nr_slots - 1;
-    size_t i = (size_t)(slot_find(st, st->list[--st->nr].old_chunk) -
-                        st->slots);
+    size_t i =
+        (size_t)(slot_find(st, st->list[--st->nr].old_chunk) - st->slots);
     for (;;) {
         st->slots[i] = 0;
         size_t j = i;
@@ -146,8 +146,8 @@ static int write_header(struct snap_store *st)
     if (!chunk) {
         return vd_err(ENOMEM, "out of memory");
     }
-    struct snap_header h = { SNAP_MAGIC, st->valid, SNAP_DISK_VERSION,
-                             st->chunk_sectors };
+    struct snap_header h = {SNAP_MAGIC, st->valid, SNAP_DISK_VERSION,
+                            st->chunk_sectors};
     snap_header_encode(&h, chunk);
     int ret = vd_write(st->cow, chunk, st->chunk_bytes, 0, VD_REQ_FUA);
     free(chunk);
@@ -157,8 +157,8 @@ static int write_header(struct snap_store *st)
 /* Write the current area with the kernel's REQ_PREFLUSH | REQ_FUA. */
 static int write_area(struct snap_store *st)
 {
-    uint64_t off = snap_area_location(st->per_area, st->current_area) *
-                   st->chunk_bytes;
+    uint64_t off =
+        snap_area_location(st->per_area, st->current_area) * st->chunk_bytes;
     int ret = vd_flush(st->cow);
     if (ret == 0) {
         ret = vd_write(st->cow, st->area, st->chunk_bytes, off, VD_REQ_FUA);
@@ -170,7 +170,8 @@ static int zero_disk_area(struct snap_store *st, uint64_t area)
 {
     uint64_t chunk = snap_area_location(st->per_area, area);
     if (chunk >= cow_chunks(st)) {
-        return vd_err(ENOSPC, "%s: snapshot: metadata area %" PRIu64
+        return vd_err(ENOSPC,
+                      "%s: snapshot: metadata area %" PRIu64
                       " would lie beyond the end of the COW device",
                       st->name, area);
     }
@@ -197,8 +198,8 @@ static int check_exception(const struct snap_store *st, uint64_t area,
     }
     return vd_corrupt("%s: snapshot: corrupt exception store: record %" PRIu32
                       " of metadata area %" PRIu64 " (origin chunk %" PRIu64
-                      " -> COW chunk %" PRIu64 "): %s", st->name, i, area,
-                      old_chunk, new_chunk, why);
+                      " -> COW chunk %" PRIu64 "): %s",
+                      st->name, i, area, old_chunk, new_chunk, why);
 }
 
 static int cmp_new_chunk(const void *a, const void *b)
@@ -210,8 +211,8 @@ static int cmp_new_chunk(const void *a, const void *b)
 /* Two origin chunks sharing one COW chunk would alias each other. */
 static int check_shared_chunks(const struct snap_store *st)
 {
-    struct snap_exception *sorted = malloc((st->nr ? st->nr : 1) *
-                                           sizeof(*sorted));
+    struct snap_exception *sorted =
+        malloc((st->nr ? st->nr : 1) * sizeof(*sorted));
     if (!sorted) {
         return vd_err(ENOMEM, "out of memory");
     }
@@ -220,14 +221,13 @@ static int check_shared_chunks(const struct snap_store *st)
     int ret = 0;
     for (size_t i = 1; i < st->nr && ret == 0; i++) {
         if (sorted[i].new_chunk == sorted[i - 1].new_chunk) {
-            ret = vd_corrupt("%s: snapshot: corrupt exception store: COW "
-                             "chunk %" PRIu64 " holds both origin chunk %"
-                             PRIu64 " and %" PRIu64, st->name,
-                             sorted[i].new_chunk,
-                             VD_MIN(sorted[i - 1].old_chunk,
-                                    sorted[i].old_chunk),
-                             VD_MAX(sorted[i - 1].old_chunk,
-                                    sorted[i].old_chunk));
+            ret = vd_corrupt(
+                "%s: snapshot: corrupt exception store: COW "
+                "chunk %" PRIu64 " holds both origin chunk %" PRIu64
+                " and %" PRIu64,
+                st->name, sorted[i].new_chunk,
+                VD_MIN(sorted[i - 1].old_chunk, sorted[i].old_chunk),
+                VD_MAX(sorted[i - 1].old_chunk, sorted[i].old_chunk));
         }
     }
     free(sorted);
@@ -263,8 +263,7 @@ static int read_exceptions(struct snap_store *st)
                        (size_t)(st->per_area - i) * SNAP_EXCEPTION_SIZE);
                 st->current_area = area;
                 st->current_committed = i;
-                st->next_free = snap_skip_metadata(st->per_area,
-                                                   st->next_free);
+                st->next_free = snap_skip_metadata(st->per_area, st->next_free);
                 return check_shared_chunks(st);
             }
             ret = check_exception(st, area, i, old_chunk, new_chunk);
@@ -280,7 +279,8 @@ static int read_exceptions(struct snap_store *st)
 static int new_store(struct snap_store *st)
 {
     if (vd_dev_readonly(st->cow)) {
-        return vd_err(EROFS, "%s: snapshot: the COW device holds no "
+        return vd_err(EROFS,
+                      "%s: snapshot: the COW device holds no "
                       "exception store yet and is opened read-only",
                       st->name);
     }
@@ -314,32 +314,34 @@ static int persistent_open(struct snap_store *st, uint32_t chunk_sectors,
     if (h.magic != 0 && h.magic != SNAP_MAGIC) {
         return vd_corrupt("%s: snapshot: invalid or corrupt snapshot: bad "
                           "magic 0x%08" PRIx32 " (expected 0x%08" PRIx32
-                          ", \"SnAp\")", st->name, h.magic, SNAP_MAGIC);
+                          ", \"SnAp\")",
+                          st->name, h.magic, SNAP_MAGIC);
     }
     if (h.magic != 0) {
         /* The header's chunk size overrides the table's. */
         chunk_sectors = h.chunk_size;
         if (chunk_sectors == 0 || (chunk_sectors & (chunk_sectors - 1)) ||
             chunk_sectors > SNAP_MAX_CHUNK_SECTORS) {
-            return vd_corrupt("%s: snapshot: invalid on-disk chunk size %"
-                              PRIu32 ": not a power of two from 1 to %"
-                              PRIu32 " sectors", st->name, h.chunk_size,
-                              SNAP_MAX_CHUNK_SECTORS);
+            return vd_corrupt(
+                "%s: snapshot: invalid on-disk chunk size %" PRIu32
+                ": not a power of two from 1 to %" PRIu32 " sectors",
+                st->name, h.chunk_size, SNAP_MAX_CHUNK_SECTORS);
         }
         if (h.version != SNAP_DISK_VERSION) {
             return vd_corrupt("%s: snapshot: unable to handle snapshot disk "
-                              "version %" PRIu32 " (only %u)", st->name,
-                              h.version, SNAP_DISK_VERSION);
+                              "version %" PRIu32 " (only %u)",
+                              st->name, h.version, SNAP_DISK_VERSION);
         }
     } else if (chunk_sectors == 0) {
         chunk_sectors = SNAP_DEFAULT_CHUNK_SECTORS;
     }
     set_chunk_size(st, chunk_sectors, origin_bytes);
     if (cow_chunks(st) < SNAP_HDR_CHUNKS + 1) {
-        return vd_err(ENOSPC, "%s: snapshot: the COW device (%" PRIu64
+        return vd_err(ENOSPC,
+                      "%s: snapshot: the COW device (%" PRIu64
                       " sectors) cannot hold the header and one metadata "
-                      "area of %" PRIu32 " sectors each", st->name,
-                      st->cow_sectors, chunk_sectors);
+                      "area of %" PRIu32 " sectors each",
+                      st->name, st->cow_sectors, chunk_sectors);
     }
     st->area = calloc(1, st->chunk_bytes);
     if (!st->area) {
@@ -352,9 +354,9 @@ static int persistent_open(struct snap_store *st, uint32_t chunk_sectors,
     return st->valid ? read_exceptions(st) : 0;
 }
 
-int snap_store_open(struct snap_store *st, struct vd_dev *cow,
-                    const char *name, bool persistent,
-                    uint32_t chunk_sectors, uint64_t origin_bytes)
+int snap_store_open(struct snap_store *st, struct vd_dev *cow, const char *name,
+                    bool persistent, uint32_t chunk_sectors,
+                    uint64_t origin_bytes)
 {
     memset(st, 0, sizeof(*st));
     st->cow = cow;
@@ -366,8 +368,10 @@ int snap_store_open(struct snap_store *st, struct vd_dev *cow,
     if (persistent) {
         ret = persistent_open(st, chunk_sectors, origin_bytes);
     } else if (chunk_sectors == 0) {
-        ret = vd_err(EINVAL, "%s: snapshot: Chunk size not set (a "
-                     "transient store needs it in the table)", name);
+        ret = vd_err(EINVAL,
+                     "%s: snapshot: Chunk size not set (a "
+                     "transient store needs it in the table)",
+                     name);
     } else {
         set_chunk_size(st, chunk_sectors, origin_bytes);
         ret = 0;
@@ -417,8 +421,8 @@ int snap_store_commit(struct snap_store *st, const struct snap_exception *e,
         if (!st->persistent) {
             continue;
         }
-        snap_exception_put(st->area, st->current_committed++,
-                           e[i].old_chunk, e[i].new_chunk);
+        snap_exception_put(st->area, st->current_committed++, e[i].old_chunk,
+                           e[i].new_chunk);
         dirty = true;
         if (st->current_committed == st->per_area) {
             /* A reader must find the end of the list in the next area
@@ -451,8 +455,8 @@ void snap_store_usage(const struct snap_store *st, uint64_t *total,
     *total = st->cow_sectors;
     if (st->persistent) {
         *allocated = st->next_free * st->chunk_sectors;
-        *metadata = (st->current_area + 1 + SNAP_HDR_CHUNKS) *
-                    st->chunk_sectors;
+        *metadata =
+            (st->current_area + 1 + SNAP_HDR_CHUNKS) * st->chunk_sectors;
     } else {
         *allocated = st->next_free;
         *metadata = 0;
@@ -488,8 +492,8 @@ size_t snap_store_prepare_merge(struct snap_store *st,
 int snap_store_commit_merge(struct snap_store *st, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        snap_exception_put(st->area,
-                           (uint32_t)(st->current_committed - 1 - i), 0, 0);
+        snap_exception_put(st->area, (uint32_t)(st->current_committed - 1 - i),
+                           0, 0);
     }
     int ret = write_area(st);
     if (ret < 0) {

@@ -22,26 +22,26 @@ struct snap_exception {
 
 struct snap_store {
     struct vd_dev *cow;
-    const char *name;                /* for messages: the COW device spec */
+    const char *name; /* for messages: the COW device spec */
     bool persistent;
-    bool valid;                      /* the header's valid flag */
+    bool valid; /* the header's valid flag */
     uint32_t chunk_sectors;
     uint64_t chunk_bytes;
     uint64_t cow_sectors;
-    uint64_t origin_chunks;          /* exceptions must lie below this */
+    uint64_t origin_chunks; /* exceptions must lie below this */
     /* Persistent: the area being filled and its in-memory copy. */
     uint32_t per_area;
     uint64_t current_area;
-    uint32_t current_committed;      /* records in the current area */
-    uint8_t *area;                   /* chunk_bytes */
+    uint32_t current_committed; /* records in the current area */
+    uint8_t *area;              /* chunk_bytes */
     /* Next data chunk (persistent) or sector (transient) to hand out. */
     uint64_t next_free;
     /* Every exception in commit order (the on-disk order: record i lives
      * in area i / per_area), and a hash of them by old_chunk. */
     struct snap_exception *list;
     size_t nr, cap;
-    size_t *slots;                   /* list index + 1; 0: empty */
-    size_t nr_slots;                 /* a power of two, > 2 * nr */
+    size_t *slots;   /* list index + 1; 0: empty */
+    size_t nr_slots; /* a power of two, > 2 * nr */
 };
 
 /*

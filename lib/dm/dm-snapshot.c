@@ -68,11 +68,11 @@
 
 /* The registry's entry for one origin: its open snapshots. */
 struct snap_origin {
-    char *key;                       /* the origin's identity */
-    pthread_mutex_t lock;            /* the snapshots and their state */
+    char *key;            /* the origin's identity */
+    pthread_mutex_t lock; /* the snapshots and their state */
     struct snap_state **snaps;
     size_t nr_snaps;
-    unsigned users;                  /* targets holding the entry */
+    unsigned users; /* targets holding the entry */
 };
 
 struct snap_state {
@@ -81,13 +81,13 @@ struct snap_state {
     struct vd_dev *origin, *cow;
     struct snap_store store;
     struct snap_origin *group;
-    uint64_t size;                   /* bytes: the segment */
-    bool merge;                      /* snapshot-merge */
-    bool valid;                      /* false: every request fails */
+    uint64_t size; /* bytes: the segment */
+    bool merge;    /* snapshot-merge */
+    bool valid;    /* false: every request fails */
     const char *invalid_why;
-    bool overflowed;                 /* PO: writes fail */
+    bool overflowed; /* PO: writes fail */
     bool merge_failed;
-    uint8_t *buf;                    /* one chunk, for copies */
+    uint8_t *buf; /* one chunk, for copies */
 };
 
 struct origin_state {
@@ -228,8 +228,10 @@ static void snap_invalidate(struct snap_state *s, const char *why)
 static int snap_invalid_error(const struct vd_dev *dev,
                               const struct snap_state *s)
 {
-    return vd_err(EIO, "%s: snapshot: the snapshot is invalid (%s): I/O "
-                  "fails", dev->filename, s->invalid_why);
+    return vd_err(EIO,
+                  "%s: snapshot: the snapshot is invalid (%s): I/O "
+                  "fails",
+                  dev->filename, s->invalid_why);
 }
 
 /* Copy origin chunk `chunk` to COW chunk `new_chunk` (the part of it the
@@ -278,7 +280,7 @@ static void snap_cow_range(struct snap_state *s, uint64_t off, uint64_t len)
             snap_invalidate(s, "an I/O error copying an origin chunk");
             break;
         }
-        pending[n++] = (struct snap_exception){ chunk, new_chunk };
+        pending[n++] = (struct snap_exception){chunk, new_chunk};
     }
     if (s->valid && n && snap_store_commit(&s->store, pending, n) < 0) {
         snap_invalidate(s, "an I/O error committing exceptions");
@@ -296,8 +298,8 @@ static void origin_cow_all(struct snap_origin *g, uint64_t off, uint64_t len)
 }
 
 /* Write buf (NULL: zeroes) to d. */
-static int put(struct vd_dev *d, const uint8_t *buf, uint64_t len,
-               uint64_t off, unsigned flags)
+static int put(struct vd_dev *d, const uint8_t *buf, uint64_t len, uint64_t off,
+               unsigned flags)
 {
     return buf ? vd_write(d, buf, len, off, flags)
                : vd_zero(d, len, off, flags);
@@ -410,7 +412,8 @@ static int merge_run(struct vd_dev *dev, struct snap_state *s)
         }
         if (ret < 0) {
             vd_err_prefix("%s: snapshot-merge: merging origin chunk %" PRIu64
-                          " failed", dev->filename, old_chunk);
+                          " failed",
+                          dev->filename, old_chunk);
             return ret;
         }
         merged += n;
@@ -432,8 +435,10 @@ static int snap_setup(struct vd_dev *dev, struct dm_seg_head *h)
         ret = dm_seg_add_dev(dev, a->cow, 0, 0, &s->cow);
     }
     if (ret == 0 && s->origin == s->cow) {
-        ret = vd_err(EINVAL, "%s: snapshot: COW device cannot be the same "
-                     "as origin device", dev->filename);
+        ret = vd_err(EINVAL,
+                     "%s: snapshot: COW device cannot be the same "
+                     "as origin device",
+                     dev->filename);
     }
     if (ret < 0) {
         return ret;
@@ -448,8 +453,7 @@ static int snap_setup(struct vd_dev *dev, struct dm_seg_head *h)
     s->invalid_why = "the exception store is marked invalid";
     s->buf = malloc(s->store.chunk_bytes);
     s->group = s->buf ? origin_get(a->origin) : NULL;
-    ret = s->group ? group_add(s->group, s)
-                   : vd_err(ENOMEM, "out of memory");
+    ret = s->group ? group_add(s->group, s) : vd_err(ENOMEM, "out of memory");
     if (ret == 0 && s->merge && s->valid && !vd_dev_readonly(dev)) {
         pthread_mutex_lock(&s->group->lock);
         s->merge_failed = merge_run(dev, s) < 0;
@@ -504,8 +508,10 @@ static int snap_refused(const struct vd_dev *dev, const struct snap_state *s,
         return snap_invalid_error(dev, s);
     }
     if (write && s->overflowed) {
-        return vd_err(EIO, "%s: snapshot: the snapshot has overflowed (its "
-                      "COW device is full): writes fail", dev->filename);
+        return vd_err(EIO,
+                      "%s: snapshot: the snapshot has overflowed (its "
+                      "COW device is full): writes fail",
+                      dev->filename);
     }
     return 0;
 }
@@ -539,8 +545,7 @@ static int snap_read_locked(struct vd_dev *dev, uint8_t *p, uint64_t len,
     return ret;
 }
 
-static int snap_read(struct vd_dev *dev, void *buf, uint64_t len,
-                     uint64_t off)
+static int snap_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     struct snap_state *s = vd_priv(dev);
     pthread_mutex_lock(&s->group->lock);
@@ -560,13 +565,16 @@ static int snap_new_exception(struct vd_dev *dev, uint64_t chunk,
     if (snap_store_prepare(&s->store, &new_chunk) < 0) {
         if (s->a->overflow) {
             s->overflowed = true;
-            return vd_err(EIO, "%s: snapshot overflowed: Unable to allocate "
+            return vd_err(EIO,
+                          "%s: snapshot overflowed: Unable to allocate "
                           "exception (the COW device is full)",
                           dev->filename);
         }
         snap_invalidate(s, "the COW device is full");
-        return vd_err(EIO, "%s: snapshot: the COW device is full: "
-                      "invalidating the snapshot", dev->filename);
+        return vd_err(EIO,
+                      "%s: snapshot: the COW device is full: "
+                      "invalidating the snapshot",
+                      dev->filename);
     }
     int ret = n == cb ? 0 : copy_out(s, chunk, new_chunk);
     if (ret == 0) {
@@ -576,14 +584,14 @@ static int snap_new_exception(struct vd_dev *dev, uint64_t chunk,
         snap_invalidate(s, "an I/O error on the COW device");
         return ret;
     }
-    *e = (struct snap_exception){ chunk, new_chunk };
+    *e = (struct snap_exception){chunk, new_chunk};
     return 0;
 }
 
 /* Write p (NULL: zeroes) to the snapshot; merging snapshots send chunks
  * without an exception to the origin, as its snapshot-origin would. */
-static int snap_write_locked(struct vd_dev *dev, const uint8_t *p,
-                             uint64_t len, uint64_t off, unsigned flags)
+static int snap_write_locked(struct vd_dev *dev, const uint8_t *p, uint64_t len,
+                             uint64_t off, unsigned flags)
 {
     struct snap_state *s = vd_priv(dev);
     uint64_t cb = s->store.chunk_bytes;
@@ -591,9 +599,8 @@ static int snap_write_locked(struct vd_dev *dev, const uint8_t *p,
     if (ret < 0) {
         return ret;
     }
-    struct snap_exception *pending =
-        malloc((size_t)((off + len - 1) / cb - off / cb + 1) *
-               sizeof(*pending));
+    struct snap_exception *pending = malloc(
+        (size_t)((off + len - 1) / cb - off / cb + 1) * sizeof(*pending));
     size_t nr_pending = 0;
     if (!pending) {
         return vd_err(ENOMEM, "out of memory");
@@ -705,21 +712,21 @@ static void snap_status(struct vd_dev *dev, struct vd_strbuf *out)
     pthread_mutex_unlock(&s->group->lock);
 }
 
-#define SNAP_DRIVER(drv_name, type_name, open_fn)                          \
-    const struct vd_driver drv_name = {                                    \
-        .name = type_name,                                                 \
-        .kind = VD_KIND_TARGET,                                            \
-        .priv_size = sizeof(struct snap_state),                            \
-        .thread_model = VD_THREAD_PARALLEL,                                \
-        .open_options = dm_seg_options,                                    \
-        .open = open_fn,                                                   \
-        .close = snap_close,                                               \
-        .read = snap_read,                                                 \
-        .write = snap_write,                                               \
-        .zero = snap_zero,                                                 \
-        .discard = snap_discard,                                           \
-        .block_status = dm_block_status_data,                              \
-        .status = snap_status,                                             \
+#define SNAP_DRIVER(drv_name, type_name, open_fn) \
+    const struct vd_driver drv_name = {           \
+        .name = type_name,                        \
+        .kind = VD_KIND_TARGET,                   \
+        .priv_size = sizeof(struct snap_state),   \
+        .thread_model = VD_THREAD_PARALLEL,       \
+        .open_options = dm_seg_options,           \
+        .open = open_fn,                          \
+        .close = snap_close,                      \
+        .read = snap_read,                        \
+        .write = snap_write,                      \
+        .zero = snap_zero,                        \
+        .discard = snap_discard,                  \
+        .block_status = dm_block_status_data,     \
+        .status = snap_status,                    \
     }
 
 SNAP_DRIVER(dm_snapshot_driver, "snapshot", snapshot_open);

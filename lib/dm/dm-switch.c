@@ -29,7 +29,7 @@ struct switch_state {
     const struct dm_switch_args *a;
     uint64_t region_bytes;
     uint64_t nr_regions;
-    unsigned entry_bits;             /* bits of one region table entry */
+    unsigned entry_bits; /* bits of one region table entry */
     unsigned entries_per_slot;
     uint64_t *table;
 };
@@ -73,8 +73,8 @@ static int switch_alloc_table(struct vd_dev *dev, struct switch_state *s)
     }
     s->entries_per_slot = SWITCH_SLOT_BITS / s->entry_bits;
     uint64_t len = s->h.seg->len;
-    s->nr_regions = len / s->a->region_sectors +
-                    (len % s->a->region_sectors != 0);
+    s->nr_regions =
+        len / s->a->region_sectors + (len % s->a->region_sectors != 0);
     uint64_t nr_slots = s->nr_regions / s->entries_per_slot +
                         (s->nr_regions % s->entries_per_slot != 0);
     if (nr_slots > SIZE_MAX / sizeof(*s->table)) {
@@ -83,8 +83,10 @@ static int switch_alloc_table(struct vd_dev *dev, struct switch_state *s)
     }
     s->table = calloc(nr_slots, sizeof(*s->table));
     if (!s->table) {
-        return vd_err(ENOMEM, "%s: switch: cannot allocate the region table "
-                      "(%" PRIu64 " regions)", dev->filename, s->nr_regions);
+        return vd_err(ENOMEM,
+                      "%s: switch: cannot allocate the region table "
+                      "(%" PRIu64 " regions)",
+                      dev->filename, s->nr_regions);
     }
     for (uint64_t r = 0; r < s->nr_regions; r++) {
         switch_region_write(s, r, (uint32_t)(r % s->a->nr_paths));
@@ -141,14 +143,16 @@ static uint64_t switch_parse_hex(const char **text)
 
 static int switch_bad_arg(const struct vd_dev *dev, const char *arg)
 {
-    return vd_err(EINVAL, "%s: switch: invalid set_region_mappings argument: "
-                  "'%s'", dev->filename, arg);
+    return vd_err(EINVAL,
+                  "%s: switch: invalid set_region_mappings argument: "
+                  "'%s'",
+                  dev->filename, arg);
 }
 
 /* "Rn,m" (text after the R): the last n mappings again over the next m
  * regions after *index. */
-static int switch_repeat(struct vd_dev *dev, const char *arg,
-                         const char *text, uint64_t *index)
+static int switch_repeat(struct vd_dev *dev, const char *arg, const char *text,
+                         uint64_t *index)
 {
     struct switch_state *s = vd_priv(dev);
     if (*text == ',') {
@@ -167,26 +171,26 @@ static int switch_repeat(struct vd_dev *dev, const char *arg,
         return switch_bad_arg(dev, arg);
     }
     if (cycle == 0 || cycle - 1 > *index) {
-        return vd_err(EINVAL, "%s: switch: invalid set_region_mappings cycle "
-                      "length: %" PRIu64 " > %" PRIu64, dev->filename,
-                      cycle - 1, *index);
+        return vd_err(EINVAL,
+                      "%s: switch: invalid set_region_mappings cycle "
+                      "length: %" PRIu64 " > %" PRIu64,
+                      dev->filename, cycle - 1, *index);
     }
     if (*index + count < *index || *index + count >= s->nr_regions) {
-        return vd_err(EINVAL, "%s: switch: invalid set_region_mappings "
+        return vd_err(EINVAL,
+                      "%s: switch: invalid set_region_mappings "
                       "region number: %" PRIu64 " + %" PRIu64 " >= %" PRIu64,
                       dev->filename, *index, count, s->nr_regions);
     }
     while (count--) {
         (*index)++;
-        switch_region_write(s, *index,
-                            switch_region_read(s, *index - cycle));
+        switch_region_write(s, *index, switch_region_read(s, *index - cycle));
     }
     return 0;
 }
 
 /* "index:path" or ":path" (the region after *index). */
-static int switch_set_one(struct vd_dev *dev, const char *arg,
-                          uint64_t *index)
+static int switch_set_one(struct vd_dev *dev, const char *arg, uint64_t *index)
 {
     struct switch_state *s = vd_priv(dev);
     const char *text = arg;
@@ -207,14 +211,16 @@ static int switch_set_one(struct vd_dev *dev, const char *arg,
         return switch_bad_arg(dev, arg);
     }
     if (*index >= s->nr_regions) {
-        return vd_err(EINVAL, "%s: switch: invalid set_region_mappings "
+        return vd_err(EINVAL,
+                      "%s: switch: invalid set_region_mappings "
                       "region number: %" PRIu64 " >= %" PRIu64,
                       dev->filename, *index, s->nr_regions);
     }
     if (path >= s->a->nr_paths) {
-        return vd_err(EINVAL, "%s: switch: invalid set_region_mappings "
-                      "device: %" PRIu64 " >= %u", dev->filename, path,
-                      s->a->nr_paths);
+        return vd_err(EINVAL,
+                      "%s: switch: invalid set_region_mappings "
+                      "device: %" PRIu64 " >= %u",
+                      dev->filename, path, s->a->nr_paths);
     }
     switch_region_write(s, *index, (uint32_t)path);
     return 0;
@@ -225,8 +231,10 @@ static int switch_message(struct vd_dev *dev, int argc, char **argv,
 {
     (void)reply;
     if (strcasecmp(argv[0], "set_region_mappings") != 0) {
-        return vd_err(EINVAL, "%s: switch: unrecognised message received: "
-                      "'%s'", dev->filename, argv[0]);
+        return vd_err(EINVAL,
+                      "%s: switch: unrecognised message received: "
+                      "'%s'",
+                      dev->filename, argv[0]);
     }
     uint64_t index = 0;
     int ret = 0;

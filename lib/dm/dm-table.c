@@ -272,8 +272,9 @@ int dm_arg_u64(struct dm_argv *as, const struct dm_arg *spec, uint64_t *out)
                           spec->name, word);
     }
     if (ret < 0 || v < spec->min || v > spec->max) {
-        return dm_arg_err(as, "%s %s is out of range (%" PRIu64 " to %" PRIu64
-                          ")", spec->name, word, spec->min, spec->max);
+        return dm_arg_err(as,
+                          "%s %s is out of range (%" PRIu64 " to %" PRIu64 ")",
+                          spec->name, word, spec->min, spec->max);
     }
     *out = v;
     return 0;
@@ -295,7 +296,7 @@ int dm_arg_u32(struct dm_argv *as, const struct dm_arg *spec, uint32_t *out)
 
 int dm_arg_sector(struct dm_argv *as, const char *name, uint64_t *out)
 {
-    const struct dm_arg spec = { name, 0, DM_MAX_SECTOR };
+    const struct dm_arg spec = {name, 0, DM_MAX_SECTOR};
     return dm_arg_u64(as, &spec, out);
 }
 
@@ -395,17 +396,18 @@ static int split_words(char *line, char ***words, unsigned *nr, unsigned *cap)
     }
 }
 
-static int parse_sector_field(const char *word, const char *what,
-                              unsigned line, uint64_t *out)
+static int parse_sector_field(const char *word, const char *what, unsigned line,
+                              uint64_t *out)
 {
     int ret = dm_parse_u64(word, out);
     if (ret == -EINVAL) {
-        return vd_err(EINVAL, "line %u: invalid %s '%s' (expected a "
-                      "decimal number of sectors)", line, what, word);
+        return vd_err(EINVAL,
+                      "line %u: invalid %s '%s' (expected a "
+                      "decimal number of sectors)",
+                      line, what, word);
     }
     if (ret < 0 || *out > DM_MAX_SECTOR) {
-        return vd_err(EINVAL, "line %u: %s %s is too large", line, what,
-                      word);
+        return vd_err(EINVAL, "line %u: %s %s is too large", line, what, word);
     }
     return 0;
 }
@@ -416,8 +418,10 @@ static int parse_segment(struct dm_table *t, char **words, unsigned nr,
 {
     uint64_t start, len;
     if (nr < 3) {
-        return vd_err(EINVAL, "line %u: expected START LENGTH TARGET "
-                      "[ARGS...]", line);
+        return vd_err(EINVAL,
+                      "line %u: expected START LENGTH TARGET "
+                      "[ARGS...]",
+                      line);
     }
     int ret = parse_sector_field(words[0], "start sector", line, &start);
     if (ret == 0) {
@@ -431,13 +435,15 @@ static int parse_segment(struct dm_table *t, char **words, unsigned nr,
     }
     if (start != t->len) {
         if (t->nr_segs == 0) {
-            return vd_err(EINVAL, "line %u: the first segment starts at "
-                          "sector %" PRIu64 ", not 0", line, start);
+            return vd_err(EINVAL,
+                          "line %u: the first segment starts at "
+                          "sector %" PRIu64 ", not 0",
+                          line, start);
         }
-        return vd_err(EINVAL, "line %u: segment starts at sector %" PRIu64
-                      " but the previous one ends at sector %" PRIu64
-                      " (%s)", line, start, t->len,
-                      start < t->len ? "overlap" : "gap");
+        return vd_err(EINVAL,
+                      "line %u: segment starts at sector %" PRIu64
+                      " but the previous one ends at sector %" PRIu64 " (%s)",
+                      line, start, t->len, start < t->len ? "overlap" : "gap");
     }
     if (len > DM_MAX_SECTOR - start) {
         return vd_err(EINVAL, "line %u: segment end is too large", line);
@@ -449,8 +455,10 @@ static int parse_segment(struct dm_table *t, char **words, unsigned nr,
     }
     if (t->nr_segs > 0 && (target_is_singleton((enum dm_target_type)type) ||
                            target_is_singleton(t->segs[0].type))) {
-        return vd_err(EINVAL, "line %u: %s: must be the only segment of "
-                      "its table", line,
+        return vd_err(EINVAL,
+                      "line %u: %s: must be the only segment of "
+                      "its table",
+                      line,
                       dm_target_name(target_is_singleton(t->segs[0].type)
                                          ? t->segs[0].type
                                          : (enum dm_target_type)type));
@@ -550,8 +558,7 @@ int dm_table_load(const char *path, struct dm_table **out)
 
 /* Printing */
 
-void dm_segment_print_args(const struct dm_segment *seg,
-                           struct vd_strbuf *out)
+void dm_segment_print_args(const struct dm_segment *seg, struct vd_strbuf *out)
 {
     if ((unsigned)seg->type < DM_TARGET_COUNT) {
         target_ops[seg->type]->print(seg, out);

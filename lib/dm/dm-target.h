@@ -34,7 +34,7 @@ extern const struct vd_driver dm_dust_driver, dm_switch_driver,
  * (the one option "table").
  */
 struct dm_seg_head {
-    struct dm_table *table;          /* the segment's own line */
+    struct dm_table *table; /* the segment's own line */
     const struct dm_segment *seg;
     /* Remapping targets: where [off, off + len) starts, *child (NULL:
      * zeroes) at *child_off, for the returned number of bytes (1..len). */
@@ -47,8 +47,8 @@ extern const struct vd_option dm_seg_options[];
 /* Remapping targets: the generic data path over h->map (dm-targets.c),
  * for the driver callbacks of the same names. */
 int map_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off);
-int map_write(struct vd_dev *dev, const void *buf, uint64_t len,
-              uint64_t off, unsigned flags);
+int map_write(struct vd_dev *dev, const void *buf, uint64_t len, uint64_t off,
+              unsigned flags);
 int map_zero(struct vd_dev *dev, uint64_t len, uint64_t off, unsigned flags);
 int map_discard(struct vd_dev *dev, uint64_t len, uint64_t off);
 int map_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,

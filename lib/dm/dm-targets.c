@@ -32,9 +32,9 @@
 #define DM_REQ_FUA      (1u << 17)
 
 const struct vd_option dm_seg_options[] = {
-    { "table", VD_OPT_STRING,
-      "the segment's table line, rebased to sector 0", NULL, 0, 0 },
-    { NULL, VD_OPT_STRING, NULL, NULL, 0, 0 },
+    {"table", VD_OPT_STRING, "the segment's table line, rebased to sector 0",
+     NULL, 0, 0},
+    {NULL, VD_OPT_STRING, NULL, NULL, 0, 0},
 };
 
 int dm_seg_open(struct vd_dev *dev, const struct vd_opts *opts,
@@ -44,8 +44,10 @@ int dm_seg_open(struct vd_dev *dev, const struct vd_opts *opts,
     struct dm_seg_head *h = vd_priv(dev);
     const char *text = vd_opts_get_str(opts, "table", NULL);
     if (!text) {
-        return vd_err(EINVAL, "%s: dm: the '%s' target needs its table line "
-                      "(table=...)", dev->filename, dm_target_name(type));
+        return vd_err(EINVAL,
+                      "%s: dm: the '%s' target needs its table line "
+                      "(table=...)",
+                      dev->filename, dm_target_name(type));
     }
     int ret = dm_table_parse(text, &h->table);
     if (ret < 0) {
@@ -53,8 +55,8 @@ int dm_seg_open(struct vd_dev *dev, const struct vd_opts *opts,
         return ret;
     }
     if (h->table->nr_segs != 1 || h->table->segs[0].type != type) {
-        ret = vd_err(EINVAL, "%s: dm: expected one '%s' segment",
-                     dev->filename, dm_target_name(type));
+        ret = vd_err(EINVAL, "%s: dm: expected one '%s' segment", dev->filename,
+                     dm_target_name(type));
     } else {
         h->seg = &h->table->segs[0];
         dev->size = h->seg->len << DM_SECTOR_SHIFT;
@@ -88,10 +90,11 @@ int dm_seg_add_dev(struct vd_dev *dev, const char *spec, uint64_t offset,
     uint64_t have = child->size >> DM_SECTOR_SHIFT;
     if (offset + len_sectors > have) {
         vd_dev_unref(child);
-        return vd_err(EINVAL, "%s: %s: device '%s' is too small: the "
-                      "mapping ends at sector %" PRIu64 ", the device has %"
-                      PRIu64 " sectors", dev->filename, target, spec,
-                      offset + len_sectors, have);
+        return vd_err(EINVAL,
+                      "%s: %s: device '%s' is too small: the "
+                      "mapping ends at sector %" PRIu64
+                      ", the device has %" PRIu64 " sectors",
+                      dev->filename, target, spec, offset + len_sectors, have);
     }
     ret = vd_dev_add_child(dev, child);
     if (ret == 0 && out) {
@@ -164,14 +167,13 @@ static int map_modify(struct vd_dev *dev, enum map_op op, const uint8_t *p,
     return 0;
 }
 
-int map_write(struct vd_dev *dev, const void *buf, uint64_t len,
-              uint64_t off, unsigned flags)
+int map_write(struct vd_dev *dev, const void *buf, uint64_t len, uint64_t off,
+              unsigned flags)
 {
     return map_modify(dev, MAP_WRITE, buf, len, off, flags);
 }
 
-int map_zero(struct vd_dev *dev, uint64_t len, uint64_t off,
-             unsigned flags)
+int map_zero(struct vd_dev *dev, uint64_t len, uint64_t off, unsigned flags)
 {
     return map_modify(dev, MAP_ZERO, NULL, len, off, flags);
 }
@@ -209,27 +211,27 @@ int map_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
     return status_of(child, child_off, n, ext);
 }
 
-#define MAP_DRIVER(drv_name, type_name, state, open_fn)                    \
-    const struct vd_driver drv_name = {                                    \
-        .name = type_name,                                                 \
-        .kind = VD_KIND_TARGET,                                            \
-        .priv_size = sizeof(struct state),                                 \
-        .thread_model = VD_THREAD_PARALLEL,                                \
-        .open_options = dm_seg_options,                                    \
-        .open = open_fn,                                                   \
-        .close = dm_seg_close,                                             \
-        .read = map_read,                                                  \
-        .write = map_write,                                                \
-        .zero = map_zero,                                                  \
-        .discard = map_discard,                                            \
-        .block_status = map_block_status,                                  \
+#define MAP_DRIVER(drv_name, type_name, state, open_fn) \
+    const struct vd_driver drv_name = {                 \
+        .name = type_name,                              \
+        .kind = VD_KIND_TARGET,                         \
+        .priv_size = sizeof(struct state),              \
+        .thread_model = VD_THREAD_PARALLEL,             \
+        .open_options = dm_seg_options,                 \
+        .open = open_fn,                                \
+        .close = dm_seg_close,                          \
+        .read = map_read,                               \
+        .write = map_write,                             \
+        .zero = map_zero,                               \
+        .discard = map_discard,                         \
+        .block_status = map_block_status,               \
     }
 
 /* linear <dev> <offset> */
 
 struct linear_state {
     struct dm_seg_head h;
-    uint64_t offset;                 /* bytes */
+    uint64_t offset; /* bytes */
 };
 
 static uint64_t linear_map(struct vd_dev *dev, uint64_t off, uint64_t len,
@@ -264,7 +266,7 @@ static MAP_DRIVER(dm_linear_driver, "linear", linear_state, linear_open);
 
 struct striped_state {
     struct dm_seg_head h;
-    uint64_t chunk;                  /* bytes */
+    uint64_t chunk; /* bytes */
 };
 
 static uint64_t striped_map(struct vd_dev *dev, uint64_t off, uint64_t len,
@@ -289,7 +291,7 @@ static int striped_setup(struct vd_dev *dev, struct dm_seg_head *h)
     int ret = 0;
     for (uint32_t i = 0; i < a->nr_stripes && ret == 0; i++) {
         ret = dm_seg_add_dev(dev, a->stripes[i].dev, a->stripes[i].offset,
-                          h->seg->len / a->nr_stripes, NULL);
+                             h->seg->len / a->nr_stripes, NULL);
     }
     return ret;
 }
@@ -326,8 +328,8 @@ static int unstriped_setup(struct vd_dev *dev, struct dm_seg_head *h)
     s->chunk = (uint64_t)a->chunk_sectors << DM_SECTOR_SHIFT;
     /* The last chunk this target maps ends the device's needed range. */
     uint64_t rows = h->seg->len / a->chunk_sectors;
-    uint64_t need = ((rows - 1) * a->nr_stripes + a->stripe + 1) *
-                    a->chunk_sectors;
+    uint64_t need =
+        ((rows - 1) * a->nr_stripes + a->stripe + 1) * a->chunk_sectors;
     return dm_seg_add_dev(dev, a->dev, a->offset, need, NULL);
 }
 
@@ -390,8 +392,7 @@ static int error_fail(const struct vd_dev *dev)
     return vd_err(EIO, "%s: error target: I/O error", dev->filename);
 }
 
-static int error_read(struct vd_dev *dev, void *buf, uint64_t len,
-                      uint64_t off)
+static int error_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     (void)buf;
     (void)len;
@@ -457,13 +458,13 @@ enum { DELAY_READ, DELAY_WRITE, DELAY_FLUSH };
 struct delay_state {
     struct dm_seg_head h;
     struct vd_dev *dev[3];
-    uint64_t offset[3];              /* bytes */
+    uint64_t offset[3]; /* bytes */
     uint32_t delay_ms[3];
 };
 
 static void sleep_ms(uint32_t ms)
 {
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (ms && nanosleep(&ts, &ts) < 0 && errno == EINTR) {
     }
 }
@@ -472,14 +473,13 @@ static int delay_setup(struct vd_dev *dev, struct dm_seg_head *h)
 {
     struct delay_state *s = (struct delay_state *)h;
     const struct dm_delay_args *a = &h->seg->args.delay;
-    const struct dm_delay_class *classes[3] = { &a->read, &a->write,
-                                                &a->flush };
+    const struct dm_delay_class *classes[3] = {&a->read, &a->write, &a->flush};
     int ret = 0;
     for (int i = 0; i < 3 && ret == 0; i++) {
         s->offset[i] = classes[i]->offset << DM_SECTOR_SHIFT;
         s->delay_ms[i] = classes[i]->delay_ms;
         ret = dm_seg_add_dev(dev, classes[i]->dev, classes[i]->offset,
-                          h->seg->len, &s->dev[i]);
+                             h->seg->len, &s->dev[i]);
     }
     return ret;
 }
@@ -491,8 +491,7 @@ static int delay_open(struct vd_dev *dev, const char *filename,
     return dm_seg_open(dev, opts, DM_TARGET_DELAY, delay_setup);
 }
 
-static int delay_read(struct vd_dev *dev, void *buf, uint64_t len,
-                      uint64_t off)
+static int delay_read(struct vd_dev *dev, void *buf, uint64_t len, uint64_t off)
 {
     const struct delay_state *s = vd_priv(dev);
     sleep_ms(s->delay_ms[DELAY_READ]);
@@ -504,8 +503,8 @@ static int delay_write(struct vd_dev *dev, const void *buf, uint64_t len,
 {
     const struct delay_state *s = vd_priv(dev);
     sleep_ms(s->delay_ms[DELAY_WRITE]);
-    return vd_write(s->dev[DELAY_WRITE], buf, len,
-                    off + s->offset[DELAY_WRITE], flags);
+    return vd_write(s->dev[DELAY_WRITE], buf, len, off + s->offset[DELAY_WRITE],
+                    flags);
 }
 
 static int delay_zero(struct vd_dev *dev, uint64_t len, uint64_t off,
@@ -521,8 +520,7 @@ static int delay_discard(struct vd_dev *dev, uint64_t len, uint64_t off)
 {
     const struct delay_state *s = vd_priv(dev);
     sleep_ms(s->delay_ms[DELAY_WRITE]);
-    return vd_discard(s->dev[DELAY_WRITE], len,
-                      off + s->offset[DELAY_WRITE]);
+    return vd_discard(s->dev[DELAY_WRITE], len, off + s->offset[DELAY_WRITE]);
 }
 
 static int delay_flush(struct vd_dev *dev)
@@ -536,8 +534,7 @@ static int delay_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
                               struct vd_extent *ext)
 {
     const struct delay_state *s = vd_priv(dev);
-    return status_of(s->dev[DELAY_READ], off + s->offset[DELAY_READ], len,
-                     ext);
+    return status_of(s->dev[DELAY_READ], off + s->offset[DELAY_READ], len, ext);
 }
 
 static const struct vd_driver dm_delay_driver = {
@@ -572,7 +569,7 @@ static const struct vd_driver dm_delay_driver = {
 
 struct flakey_state {
     struct dm_seg_head h;
-    uint64_t offset;                 /* bytes */
+    uint64_t offset; /* bytes */
     struct timespec start;
     pthread_mutex_t rng_lock;
     uint64_t rng;

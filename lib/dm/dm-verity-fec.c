@@ -35,7 +35,7 @@
 #include "../util/compiler.h"
 #include "dm-verity-fec.h"
 
-#define GF_POLY  0x11du
+#define GF_POLY          0x11du
 /* Bytes of each block decoded at a time: bounds the buffer to rsn times
  * this whatever the block size. */
 #define VERITY_FEC_SLICE 4096u
@@ -91,7 +91,7 @@ static uint8_t poly_eval(const uint8_t *p, unsigned deg, uint8_t x)
 static unsigned rs_locator(const uint8_t *synd, unsigned nroots,
                            uint8_t *lambda)
 {
-    uint8_t prev[VERITY_RS_MAX_ROOTS + 1] = { 1 };
+    uint8_t prev[VERITY_RS_MAX_ROOTS + 1] = {1};
     uint8_t saved[VERITY_RS_MAX_ROOTS + 1];
     unsigned len = 0, shift = 1;
     uint8_t prev_disc = 1;
@@ -247,9 +247,9 @@ static int fec_slice(const struct verity_fec *f, uint64_t block, uint32_t pos,
         ret = area_read(f, first + i * f->rounds, pos, bytes + i * len, len);
     }
     if (ret == 0) {
-        ret = vd_read(f->fec, parity, len * f->roots,
-                      f->parity_start +
-                          (first * f->block_size + pos) * f->roots);
+        ret =
+            vd_read(f->fec, parity, len * f->roots,
+                    f->parity_start + (first * f->block_size + pos) * f->roots);
     }
     for (size_t j = 0; ret == 0 && j < len; j++) {
         for (unsigned i = 0; i < f->rsn; i++) {
@@ -266,8 +266,7 @@ static int fec_slice(const struct verity_fec *f, uint64_t block, uint32_t pos,
     return ret;
 }
 
-int verity_fec_correct(const struct verity_fec *f, uint64_t block,
-                       uint8_t *out)
+int verity_fec_correct(const struct verity_fec *f, uint64_t block, uint8_t *out)
 {
     size_t len = VD_MIN(f->block_size, VERITY_FEC_SLICE);
     uint8_t *bytes = malloc(len * (f->rsn + f->roots));

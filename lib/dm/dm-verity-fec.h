@@ -14,8 +14,8 @@
 /* RS(255, 255 - roots) over GF(2^8), field polynomial 0x11d, first
  * consecutive root 0, primitive element 1: lib/reed_solomon as
  * dm-verity sets it up. */
-#define VERITY_RS_N          255u
-#define VERITY_RS_MAX_ROOTS  24u
+#define VERITY_RS_N         255u
+#define VERITY_RS_MAX_ROOTS 24u
 
 /*
  * Errors-only decoding of one codeword, VERITY_RS_N bytes: the data
@@ -30,14 +30,14 @@ int verity_rs_decode(uint8_t *codeword, unsigned nroots);
 /* The FEC geometry of a verity table and the devices it reads. */
 struct verity_fec {
     struct vd_dev *data, *hash, *fec;
-    uint32_t block_size;             /* data = hash = FEC block size */
-    unsigned roots;                  /* parity bytes per codeword */
-    unsigned rsn;                    /* data bytes per codeword */
-    uint64_t rounds;                 /* blocks between a codeword's bytes */
-    uint64_t data_blocks;            /* area: the data blocks, then */
-    uint64_t hash_start;             /* hash_blocks hash device blocks */
-    uint64_t hash_blocks;            /* from hash_start; then zeroes */
-    uint64_t parity_start;           /* bytes into the FEC device */
+    uint32_t block_size;   /* data = hash = FEC block size */
+    unsigned roots;        /* parity bytes per codeword */
+    unsigned rsn;          /* data bytes per codeword */
+    uint64_t rounds;       /* blocks between a codeword's bytes */
+    uint64_t data_blocks;  /* area: the data blocks, then */
+    uint64_t hash_start;   /* hash_blocks hash device blocks */
+    uint64_t hash_blocks;  /* from hash_start; then zeroes */
+    uint64_t parity_start; /* bytes into the FEC device */
 };
 
 /*

@@ -56,10 +56,10 @@
 #include "dm-target.h"
 #include "dm-verity-fec.h"
 
-#define VERITY_MAX_LEVELS      63
-#define VERITY_MAX_HASH_BLOCK  (1u << 20)
-#define VERITY_CACHE_BYTES     (2u << 20)
-#define VERITY_CACHE_MAX       256u
+#define VERITY_MAX_LEVELS     63
+#define VERITY_MAX_HASH_BLOCK (1u << 20)
+#define VERITY_CACHE_BYTES    (2u << 20)
+#define VERITY_CACHE_MAX      256u
 
 struct verity_state {
     struct dm_seg_head h;
@@ -67,11 +67,11 @@ struct verity_state {
     struct vd_dev *data, *hash;
     EVP_MD *md;
     unsigned digest_size;
-    unsigned per_block_bits;         /* log2 of digests per hash block */
-    unsigned slot_size;              /* bytes per digest in a hash block */
+    unsigned per_block_bits; /* log2 of digests per hash block */
+    unsigned slot_size;      /* bytes per digest in a hash block */
     unsigned levels;
     uint64_t level_block[VERITY_MAX_LEVELS];
-    uint64_t nr_blocks;              /* data blocks this segment reads */
+    uint64_t nr_blocks; /* data blocks this segment reads */
     uint8_t zero_digest[EVP_MAX_MD_SIZE];
     bool have_zero_digest;
     atomic_uint_least64_t *verified; /* check_at_most_once: bit per block */
@@ -81,15 +81,18 @@ struct verity_state {
     atomic_uint_least64_t corrected; /* blocks FEC corrected */
     pthread_mutex_t lock;            /* the cache */
     unsigned cache_entries;
-    uint64_t *cache_block;           /* UINT64_MAX: empty */
+    uint64_t *cache_block; /* UINT64_MAX: empty */
     uint8_t *cache_data;
 };
 
 /* The kernel's names of digests OpenSSL names differently. */
 static const char *openssl_md_name(const char *kernel)
 {
-    static const struct { const char *kernel, *openssl; } names[] = {
-        { "rmd160", "ripemd160" }, { "wp512", "whirlpool" },
+    static const struct {
+        const char *kernel, *openssl;
+    } names[] = {
+        {"rmd160", "ripemd160"},
+        {"wp512", "whirlpool"},
     };
     for (size_t i = 0; i < VD_ARRAY_SIZE(names); i++) {
         if (strcmp(kernel, names[i].kernel) == 0) {
@@ -113,8 +116,7 @@ static int verity_digest(const struct verity_state *s, EVP_MD_CTX *ctx,
         ok = ok && EVP_DigestUpdate(ctx, a->salt, a->salt_size);
     }
     ok = ok && EVP_DigestFinal_ex(ctx, out, NULL);
-    return ok ? 0 : vd_err(EIO, "verity: %s failed in OpenSSL",
-                           a->algorithm);
+    return ok ? 0 : vd_err(EIO, "verity: %s failed in OpenSSL", a->algorithm);
 }
 
 /* Where the digest of data block `block` is at `level`. */
@@ -162,8 +164,11 @@ static int verity_corrupt(struct vd_dev *dev, bool data, uint64_t block,
     struct verity_state *s = vd_priv(dev);
     const struct dm_verity_args *a = s->a;
     static const char *const what[] = {
-        "", "", "; restart_on_corruption: the kernel would restart the "
-        "system here", "; panic_on_corruption: the kernel would panic here",
+        "",
+        "",
+        "; restart_on_corruption: the kernel would restart the "
+        "system here",
+        "; panic_on_corruption: the kernel would panic here",
     };
     atomic_fetch_add(&s->corrupted, 1);
     if (a->corruption_mode == DM_VERITY_MODE_LOGGING) {
@@ -171,16 +176,19 @@ static int verity_corrupt(struct vd_dev *dev, bool data, uint64_t block,
     }
     if (data) {
         uint64_t start = block * a->data_block_size;
-        return vd_err(EIO, "%s: verity: data block %" PRIu64 " (bytes %"
-                      PRIu64 "..%" PRIu64 " of %s) is corrupted: its %s "
+        return vd_err(EIO,
+                      "%s: verity: data block %" PRIu64 " (bytes %" PRIu64
+                      "..%" PRIu64 " of %s) is corrupted: its %s "
                       "digest does not match the hash tree%s%s",
                       dev->filename, block, start,
-                      start + a->data_block_size - 1, a->data_dev,
-                      a->algorithm, what[a->corruption_mode], fec_note);
+                      start + a->data_block_size - 1, a->data_dev, a->algorithm,
+                      what[a->corruption_mode], fec_note);
     }
-    return vd_err(EIO, "%s: verity: hash block %" PRIu64 " of %s is "
+    return vd_err(EIO,
+                  "%s: verity: hash block %" PRIu64 " of %s is "
                   "corrupted: its %s digest does not match the level above"
-                  "%s%s", dev->filename, block, a->hash_dev, a->algorithm,
+                  "%s%s",
+                  dev->filename, block, a->hash_dev, a->algorithm,
                   what[a->corruption_mode], fec_note);
 }
 
@@ -190,8 +198,8 @@ static int verity_corrupt(struct vd_dev *dev, bool data, uint64_t block,
  * or -errno when a device cannot be read.
  */
 static int verity_fec_try(struct vd_dev *dev, EVP_MD_CTX *ctx,
-                          uint64_t fec_block, const uint8_t *want,
-                          uint8_t *out, const char **fec_note)
+                          uint64_t fec_block, const uint8_t *want, uint8_t *out,
+                          const char **fec_note)
 {
     struct verity_state *s = vd_priv(dev);
     uint32_t bs = s->fec.block_size;
@@ -231,14 +239,15 @@ static int verity_hash_block(struct vd_dev *dev, EVP_MD_CTX *ctx, uint64_t nr,
     const struct dm_verity_args *a = s->a;
     uint8_t real[EVP_MAX_MD_SIZE];
     const char *fec_note;
-    int ret = vd_read(s->hash, out, a->hash_block_size,
-                      nr * a->hash_block_size);
+    int ret =
+        vd_read(s->hash, out, a->hash_block_size, nr * a->hash_block_size);
     if (ret == 0) {
         ret = verity_digest(s, ctx, out, a->hash_block_size, real);
     }
     if (ret == 0 && memcmp(real, want, s->digest_size) != 0) {
-        ret = verity_fec_try(dev, ctx, nr - a->hash_start_block +
-                             a->nr_data_blocks, want, out, &fec_note);
+        ret = verity_fec_try(dev, ctx,
+                             nr - a->hash_start_block + a->nr_data_blocks, want,
+                             out, &fec_note);
         if (ret == 0) {
             return verity_corrupt(dev, false, nr, fec_note);
         }
@@ -285,9 +294,10 @@ static int verity_level0(struct vd_dev *dev, EVP_MD_CTX *ctx, uint64_t block,
 
 static bool bitmap_test(const struct verity_state *s, uint64_t block)
 {
-    return s->verified &&
-           (atomic_load_explicit(&s->verified[block / 64],
-                                 memory_order_relaxed) >> (block % 64)) & 1;
+    return s->verified && (atomic_load_explicit(&s->verified[block / 64],
+                                                memory_order_relaxed) >>
+                           (block % 64)) &
+                              1;
 }
 
 static void bitmap_set(struct verity_state *s, uint64_t block)
@@ -306,7 +316,7 @@ static int verity_check(struct vd_dev *dev, EVP_MD_CTX *ctx, uint8_t *buf,
     struct verity_state *s = vd_priv(dev);
     uint32_t dbs = s->a->data_block_size;
     uint8_t want[EVP_MAX_MD_SIZE], real[EVP_MAX_MD_SIZE];
-    uint64_t have = UINT64_MAX;      /* level-0 block in hblock */
+    uint64_t have = UINT64_MAX; /* level-0 block in hblock */
     for (uint64_t i = 0; i < nr_blocks; i++) {
         uint64_t block = first + i, nr;
         uint8_t *data = buf + i * dbs;
@@ -409,10 +419,11 @@ static int verity_geometry(struct verity_state *s, uint64_t *end)
     uint64_t pos = a->hash_start_block;
     for (unsigned i = s->levels; i-- > 0;) {
         unsigned shift = (i + 1) * bits;
-        uint64_t n = shift >= 64 ? 1
-                                 : (a->nr_data_blocks >> shift) +
-                                       ((a->nr_data_blocks &
-                                         ((UINT64_C(1) << shift) - 1)) != 0);
+        uint64_t n =
+            shift >= 64
+                ? 1
+                : (a->nr_data_blocks >> shift) +
+                      ((a->nr_data_blocks & ((UINT64_C(1) << shift) - 1)) != 0);
         s->level_block[i] = pos;
         if (vd_add_overflow(pos, n, &pos)) {
             return vd_err(EINVAL, "verity: the hash tree is too large");
@@ -432,9 +443,11 @@ static int verity_setup_md(struct vd_dev *dev, struct verity_state *s)
     }
     s->digest_size = (unsigned)EVP_MD_get_size(s->md);
     if (s->digest_size != a->digest_size) {
-        return vd_err(EINVAL, "%s: verity: the root digest has %u bytes, "
-                      "%s digests have %u", dev->filename, a->digest_size,
-                      a->algorithm, s->digest_size);
+        return vd_err(EINVAL,
+                      "%s: verity: the root digest has %u bytes, "
+                      "%s digests have %u",
+                      dev->filename, a->digest_size, a->algorithm,
+                      s->digest_size);
     }
     if (!a->ignore_zero_blocks) {
         return 0;
@@ -453,8 +466,8 @@ static int verity_setup_md(struct vd_dev *dev, struct verity_state *s)
 static int verity_alloc(struct verity_state *s)
 {
     uint32_t hbs = s->a->hash_block_size;
-    s->cache_entries = VD_MAX(1u, VD_MIN(VERITY_CACHE_MAX,
-                                         VERITY_CACHE_BYTES / hbs));
+    s->cache_entries =
+        VD_MAX(1u, VD_MIN(VERITY_CACHE_MAX, VERITY_CACHE_BYTES / hbs));
     s->cache_block = malloc(s->cache_entries * sizeof(*s->cache_block));
     s->cache_data = malloc((size_t)s->cache_entries * hbs);
     if (s->a->check_at_most_once) {
@@ -490,15 +503,16 @@ static int verity_setup(struct vd_dev *dev, struct dm_seg_head *h)
     dev->flags |= VD_OPEN_RDONLY;
     s->nr_blocks = (h->seg->len + dsectors - 1) / dsectors;
     if (a->root_hash_sig_key_desc) {
-        return vd_err(ENOTSUP, "%s: verity: root_hash_sig_key_desc: root "
+        return vd_err(ENOTSUP,
+                      "%s: verity: root_hash_sig_key_desc: root "
                       "hash signatures are checked only by the kernel",
                       dev->filename);
     }
     if (a->hash_block_size > VERITY_MAX_HASH_BLOCK) {
-        return vd_err(ENOTSUP, "%s: verity: hash blocks of %u bytes are "
+        return vd_err(ENOTSUP,
+                      "%s: verity: hash blocks of %u bytes are "
                       "more than the %u the userspace target reads",
-                      dev->filename, a->hash_block_size,
-                      VERITY_MAX_HASH_BLOCK);
+                      dev->filename, a->hash_block_size, VERITY_MAX_HASH_BLOCK);
     }
     int ret = verity_setup_md(dev, s);
     if (ret == 0) {
@@ -517,16 +531,15 @@ static int verity_setup(struct vd_dev *dev, struct dm_seg_head *h)
         vd_err_prefix("%s", dev->filename);
     }
     if (ret == 0) {
-        ret = dm_seg_add_dev(dev, a->data_dev, 0,
-                             VD_MAX(s->nr_blocks * dsectors,
-                                    data_bytes >> DM_SECTOR_SHIFT),
-                             &s->data);
+        ret = dm_seg_add_dev(
+            dev, a->data_dev, 0,
+            VD_MAX(s->nr_blocks * dsectors, data_bytes >> DM_SECTOR_SHIFT),
+            &s->data);
     }
     if (ret == 0) {
-        ret = dm_seg_add_dev(dev, a->hash_dev, 0,
-                             VD_MAX(hash_sectors,
-                                    hash_bytes >> DM_SECTOR_SHIFT),
-                             &s->hash);
+        ret = dm_seg_add_dev(
+            dev, a->hash_dev, 0,
+            VD_MAX(hash_sectors, hash_bytes >> DM_SECTOR_SHIFT), &s->hash);
     }
     if (ret == 0 && s->have_fec) {
         ret = dm_seg_add_dev(dev, a->fec_dev, 0, fec_bytes >> DM_SECTOR_SHIFT,

@@ -8,12 +8,24 @@
 
 #include <stdint.h>
 
-typedef struct { uint8_t b[2]; } vd_le16;
-typedef struct { uint8_t b[4]; } vd_le32;
-typedef struct { uint8_t b[8]; } vd_le64;
-typedef struct { uint8_t b[2]; } vd_be16;
-typedef struct { uint8_t b[4]; } vd_be32;
-typedef struct { uint8_t b[8]; } vd_be64;
+typedef struct {
+    uint8_t b[2];
+} vd_le16;
+typedef struct {
+    uint8_t b[4];
+} vd_le32;
+typedef struct {
+    uint8_t b[8];
+} vd_le64;
+typedef struct {
+    uint8_t b[2];
+} vd_be16;
+typedef struct {
+    uint8_t b[4];
+} vd_be32;
+typedef struct {
+    uint8_t b[8];
+} vd_be64;
 
 static inline uint64_t vd_get_le(const uint8_t *b, unsigned n)
 {
@@ -47,16 +59,16 @@ static inline void vd_put_be(uint8_t *b, unsigned n, uint64_t v)
     }
 }
 
-#define VD_ENDIAN_ACCESSORS(type, bits, order)                              \
-    static inline uint##bits##_t type##_get(type v)                         \
-    {                                                                       \
-        return (uint##bits##_t)vd_get_##order(v.b, bits / 8);               \
-    }                                                                       \
-    static inline type type##_make(uint##bits##_t x)                        \
-    {                                                                       \
-        type v;                                                             \
-        vd_put_##order(v.b, bits / 8, x);                                   \
-        return v;                                                           \
+#define VD_ENDIAN_ACCESSORS(type, bits, order)                \
+    static inline uint##bits##_t type##_get(type v)           \
+    {                                                         \
+        return (uint##bits##_t)vd_get_##order(v.b, bits / 8); \
+    }                                                         \
+    static inline type type##_make(uint##bits##_t x)          \
+    {                                                         \
+        type v;                                               \
+        vd_put_##order(v.b, bits / 8, x);                     \
+        return v;                                             \
     }
 
 VD_ENDIAN_ACCESSORS(vd_le16, 16, le)

@@ -382,9 +382,8 @@ static unsigned qdict_bucket(const char *key)
     return (1103515243u * value + 12345u) % QDICT_BUCKETS;
 }
 
-static const struct vd_json **children_in_order(struct vd_strbuf *out,
-                                                const struct vd_json *j,
-                                                size_t *count)
+static const struct vd_json **
+children_in_order(struct vd_strbuf *out, const struct vd_json *j, size_t *count)
 {
     size_t n = 0;
     for (const struct vd_json *c = j->first; c; c = c->next) {

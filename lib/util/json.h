@@ -14,8 +14,8 @@
 enum vd_json_type {
     VD_JSON_NULL,
     VD_JSON_BOOL,
-    VD_JSON_INT,     /* signed 64-bit   */
-    VD_JSON_UINT,    /* unsigned 64-bit */
+    VD_JSON_INT,  /* signed 64-bit   */
+    VD_JSON_UINT, /* unsigned 64-bit */
     VD_JSON_DOUBLE,
     VD_JSON_STRING,
     VD_JSON_ARRAY,
@@ -24,7 +24,7 @@ enum vd_json_type {
 
 struct vd_json {
     enum vd_json_type type;
-    char *key;               /* member name when inside an object */
+    char *key; /* member name when inside an object */
     union {
         bool b;
         int64_t i;
@@ -32,10 +32,10 @@ struct vd_json {
         double d;
         char *s;
     } v;
-    struct vd_json *first;   /* children of arrays and objects, in order */
+    struct vd_json *first; /* children of arrays and objects, in order */
     struct vd_json *last;
     struct vd_json *next;
-    bool oom;                /* an add on this node failed */
+    bool oom; /* an add on this node failed */
 };
 
 struct vd_json *vd_json_new_object(void);

@@ -8,13 +8,16 @@
 #include "compiler.h"
 
 struct vd_strbuf {
-    char *str;   /* always NUL-terminated once anything was added; may be NULL */
+    char *str; /* always NUL-terminated once anything was added; may be NULL */
     size_t len;
     size_t cap;
-    int oom;     /* set when an allocation failed; later appends are no-ops */
+    int oom; /* set when an allocation failed; later appends are no-ops */
 };
 
-#define VD_STRBUF_INIT { NULL, 0, 0, 0 }
+#define VD_STRBUF_INIT \
+    {                  \
+        NULL, 0, 0, 0  \
+    }
 
 void vd_strbuf_add(struct vd_strbuf *sb, const char *s);
 void vd_strbuf_addn(struct vd_strbuf *sb, const char *s, size_t n);

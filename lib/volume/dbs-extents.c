@@ -124,8 +124,7 @@ void dbs_map_del(struct dbs_map *m, uint16_t sid, uint32_t pos)
          j = (j + 1) & (m->cap - 1)) {
         uint64_t home = map_slot(m, m->keys[j]);
         /* Move j back to i unless its home lies cyclically in (i, j]. */
-        bool stays = i <= j ? (home > i && home <= j)
-                            : (home > i || home <= j);
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!stays) {
             m->keys[i] = m->keys[j];
             m->vals[i] = m->vals[j];
@@ -171,8 +170,10 @@ int64_t dbs_extent_alloc(struct dbs_store *s)
         mark_dirty(s, idx);
         return idx;
     }
-    return vd_err(ENOSPC, "no space left on the device: all %" PRIu32
-                  " extents are in use", s->geo.nr_extents);
+    return vd_err(ENOSPC,
+                  "no space left on the device: all %" PRIu32
+                  " extents are in use",
+                  s->geo.nr_extents);
 }
 
 int dbs_extent_assign(struct dbs_store *s, uint32_t idx, uint16_t sid,
@@ -219,8 +220,7 @@ void dbs_free_list_rebuild(struct dbs_store *s)
     s->nr_free = 0;
     /* Lowest last, so they are reused in order. */
     for (uint32_t i = s->sb.allocated_extents; i-- > 0;) {
-        if (s->ext[i].snapshot_id == 0 &&
-            !(s->state[i] & DBS_EXT_FREE_WAIT)) {
+        if (s->ext[i].snapshot_id == 0 && !(s->state[i] & DBS_EXT_FREE_WAIT)) {
             s->free_list[s->nr_free++] = i;
         }
     }
@@ -266,7 +266,8 @@ int dbs_extent_copy_data(struct dbs_store *s, uint32_t src, uint32_t dst)
     return ret;
 }
 
-/* ---- Commit --------------------------------------------------------------- */
+/* ---- Commit ---------------------------------------------------------------
+ */
 
 static int cmp_u32(const void *a, const void *b)
 {
@@ -293,9 +294,9 @@ static int write_record_blocks(struct dbs_store *s, const uint32_t *idx,
             }
         }
         if (run_end > run_start) {
-            int ret = dbs_meta_write(s, s->ext_img + run_start,
-                                     run_end - run_start,
-                                     s->geo.extent_offset + run_start);
+            int ret =
+                dbs_meta_write(s, s->ext_img + run_start, run_end - run_start,
+                               s->geo.extent_offset + run_start);
             if (ret < 0) {
                 return ret;
             }
@@ -379,17 +380,18 @@ int dbs_commit_extents(struct dbs_store *s)
     return 0;
 }
 
-/* ---- Data path ------------------------------------------------------------ */
+/* ---- Data path ------------------------------------------------------------
+ */
 
 /* Calls body for each piece of [off, off+len) inside one extent. */
-#define FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done)                   \
-    for (uint64_t done = 0, pos, b0, b1;                                     \
-         done < (len) &&                                                     \
-         ((pos = ((off) + done) / DBS_EXTENT_SIZE),                          \
-          (b0 = ((off) + done) % DBS_EXTENT_SIZE / DBS_BLOCK_SIZE),          \
-          (b1 = VD_MIN((uint64_t)DBS_BLOCKS_PER_EXTENT,                      \
-                       b0 + ((len) - done) / DBS_BLOCK_SIZE)),               \
-          1);                                                                \
+#define FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done)          \
+    for (uint64_t done = 0, pos, b0, b1;                            \
+         done < (len) &&                                            \
+         ((pos = ((off) + done) / DBS_EXTENT_SIZE),                 \
+          (b0 = ((off) + done) % DBS_EXTENT_SIZE / DBS_BLOCK_SIZE), \
+          (b1 = VD_MIN((uint64_t)DBS_BLOCKS_PER_EXTENT,             \
+                       b0 + ((len)-done) / DBS_BLOCK_SIZE)),        \
+          1);                                                       \
          done += (b1 - b0) * DBS_BLOCK_SIZE)
 
 static pthread_rwlock_t *stripe(struct dbs_store *s, uint64_t pos)
@@ -441,7 +443,8 @@ int dbs_vol_read(struct dbs_store *s, unsigned vidx, void *buf, uint64_t len,
 
     pthread_rwlock_rdlock(&s->io_lock);
     uint16_t head = s->vols[vidx].snapshot_id;
-    FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done) {
+    FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done)
+    {
         pthread_rwlock_t *sl = stripe(s, pos);
         pthread_rwlock_rdlock(sl);
         ret = read_piece(s, head, (uint32_t)pos, (unsigned)b0, (unsigned)b1,
@@ -499,7 +502,8 @@ static int write_piece(struct dbs_store *s, uint16_t head, uint32_t pos,
     }
     int ret = vd_write(s->dev, in, (uint64_t)(b1 - b0) * DBS_BLOCK_SIZE,
                        dbs_extent_data_offset(&s->geo, (uint32_t)idx) +
-                           (uint64_t)b0 * DBS_BLOCK_SIZE, 0);
+                           (uint64_t)b0 * DBS_BLOCK_SIZE,
+                       0);
     if (ret < 0) {
         return ret;
     }
@@ -525,7 +529,8 @@ int dbs_vol_write(struct dbs_store *s, unsigned vidx, const void *buf,
 
     pthread_rwlock_rdlock(&s->io_lock);
     uint16_t head = s->vols[vidx].snapshot_id;
-    FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done) {
+    FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done)
+    {
         pthread_rwlock_t *sl = stripe(s, pos);
         pthread_rwlock_wrlock(sl);
         ret = write_piece(s, head, (uint32_t)pos, (unsigned)b0, (unsigned)b1,
@@ -593,13 +598,14 @@ static int unmap_piece(struct dbs_store *s, uint16_t head, uint32_t pos,
 /* Discard (zero = false) or zero [off, off+len): clear the bits in the
  * head's extents. Discard leaves extents of older snapshots alone; zero
  * gives the head its own copy first where an older one shows data. */
-static int unmap(struct dbs_store *s, unsigned vidx, uint64_t len,
-                 uint64_t off, bool zero)
+static int unmap(struct dbs_store *s, unsigned vidx, uint64_t len, uint64_t off,
+                 bool zero)
 {
     int ret = 0;
     pthread_rwlock_rdlock(&s->io_lock);
     uint16_t head = s->vols[vidx].snapshot_id;
-    FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done) {
+    FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done)
+    {
         pthread_rwlock_t *sl = stripe(s, pos);
         pthread_rwlock_wrlock(sl);
         ret = unmap_piece(s, head, (uint32_t)pos, (unsigned)b0, (unsigned)b1,
@@ -619,8 +625,7 @@ int dbs_vol_discard(struct dbs_store *s, unsigned vidx, uint64_t len,
     return unmap(s, vidx, len, off, false);
 }
 
-int dbs_vol_zero(struct dbs_store *s, unsigned vidx, uint64_t len,
-                 uint64_t off)
+int dbs_vol_zero(struct dbs_store *s, unsigned vidx, uint64_t len, uint64_t off)
 {
     return unmap(s, vidx, len, off, true);
 }
@@ -634,7 +639,8 @@ int64_t dbs_vol_status(struct dbs_store *s, unsigned vidx, uint64_t off,
     pthread_rwlock_rdlock(&s->io_lock);
     pthread_mutex_lock(&s->lock);
     uint16_t head = s->vols[vidx].snapshot_id;
-    FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done) {
+    FOR_EACH_EXTENT_PIECE(off, len, pos, b0, b1, done)
+    {
         int64_t idx = dbs_view_lookup(s, head, (uint32_t)pos);
         unsigned b = (unsigned)b0, end = (unsigned)b1;
         bool set = false;

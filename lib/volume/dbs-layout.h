@@ -17,19 +17,19 @@
 #include "core/error.h"
 #include "util/endian.h"
 
-#define DBS_MAGIC            "DBS@393!"
-#define DBS_MAGIC_LEN        8
-#define DBS_VERSION          UINT32_C(0x00010000) /* 1.0.0 */
-#define DBS_MAX_VOLUMES      256
-#define DBS_MAX_SNAPSHOTS    65535
-#define DBS_MAX_NAME_LEN     255 /* bytes, plus a NUL in the record */
-#define DBS_BLOCK_SIZE       4096u
-#define DBS_EXTENT_SIZE      (UINT32_C(1) << 20)
+#define DBS_MAGIC             "DBS@393!"
+#define DBS_MAGIC_LEN         8
+#define DBS_VERSION           UINT32_C(0x00010000) /* 1.0.0 */
+#define DBS_MAX_VOLUMES       256
+#define DBS_MAX_SNAPSHOTS     65535
+#define DBS_MAX_NAME_LEN      255 /* bytes, plus a NUL in the record */
+#define DBS_BLOCK_SIZE        4096u
+#define DBS_EXTENT_SIZE       (UINT32_C(1) << 20)
 #define DBS_BLOCKS_PER_EXTENT 256u
-#define DBS_BITMAP_BYTES     32u
+#define DBS_BITMAP_BYTES      32u
 
 /* A volume holds at most 2^32 extents (its positions are u32). */
-#define DBS_MAX_VOLUME_SIZE  ((UINT64_C(1) << 32) * DBS_EXTENT_SIZE)
+#define DBS_MAX_VOLUME_SIZE ((UINT64_C(1) << 32) * DBS_EXTENT_SIZE)
 
 /* Superblock, bytes [0, 4096) of the device; the rest of the block is 0. */
 struct dbs_superblock_disk {
@@ -41,23 +41,23 @@ struct dbs_superblock_disk {
 
 /* One of 256 volume records, from byte 4096. */
 struct dbs_volume_disk {
-    vd_le16 snapshot_id;       /* bytes 0-1: head snapshot; 0 = free slot */
-    vd_le64 size;              /* bytes 2-9: virtual size in bytes        */
-    uint8_t name[256];         /* bytes 10-265: NUL-terminated            */
+    vd_le16 snapshot_id; /* bytes 0-1: head snapshot; 0 = free slot */
+    vd_le64 size;        /* bytes 2-9: virtual size in bytes        */
+    uint8_t name[256];   /* bytes 10-265: NUL-terminated            */
 };
 
 /* One of 65535 snapshot records, after the volume records. Snapshot id N
  * is record N - 1. */
 struct dbs_snapshot_disk {
-    vd_le16 parent_id;         /* bytes 0-1: parent snapshot; 0 = none    */
-    vd_le64 created_at;        /* bytes 2-9: unix seconds; 0 = free       */
+    vd_le16 parent_id;  /* bytes 0-1: parent snapshot; 0 = none    */
+    vd_le64 created_at; /* bytes 2-9: unix seconds; 0 = free       */
 };
 
 /* One record per usable device extent, from ExtentOffset. */
 struct dbs_extent_disk {
-    vd_le16 snapshot_id;       /* bytes 0-1: owner; 0 = free              */
-    vd_le32 pos;               /* bytes 2-5: extent index in its volume   */
-    uint8_t bitmap[32];        /* bytes 6-37: block i is bit i%8 of byte i/8 */
+    vd_le16 snapshot_id; /* bytes 0-1: owner; 0 = free              */
+    vd_le32 pos;         /* bytes 2-5: extent index in its volume   */
+    uint8_t bitmap[32];  /* bytes 6-37: block i is bit i%8 of byte i/8 */
 };
 
 _Static_assert(sizeof(struct dbs_superblock_disk) == 24, "DBS superblock");
@@ -74,15 +74,15 @@ _Static_assert(offsetof(struct dbs_extent_disk, bitmap) == 6, "extent");
 #define DBS_EXTENT_REC_SIZE   38u
 
 /* Fixed offsets: the volume and snapshot tables, and the extent records. */
-#define DBS_VOLUMES_OFFSET    UINT64_C(4096)
+#define DBS_VOLUMES_OFFSET UINT64_C(4096)
 #define DBS_SNAPSHOTS_OFFSET \
     (DBS_VOLUMES_OFFSET + DBS_MAX_VOLUMES * DBS_VOLUME_REC_SIZE)
-#define DBS_METADATA_BYTES                           \
+#define DBS_METADATA_BYTES                             \
     ((uint64_t)DBS_MAX_VOLUMES * DBS_VOLUME_REC_SIZE + \
      (uint64_t)DBS_MAX_SNAPSHOTS * DBS_SNAPSHOT_REC_SIZE)
 /* ExtentOffset = (1 + ceil(metadata bytes / 4096)) * 4096 */
-#define DBS_EXTENT_OFFSET                                                  \
-    ((1 + (DBS_METADATA_BYTES + DBS_BLOCK_SIZE - 1) / DBS_BLOCK_SIZE) *    \
+#define DBS_EXTENT_OFFSET                                               \
+    ((1 + (DBS_METADATA_BYTES + DBS_BLOCK_SIZE - 1) / DBS_BLOCK_SIZE) * \
      DBS_BLOCK_SIZE)
 
 _Static_assert(DBS_SNAPSHOTS_OFFSET == 72192, "snapshot table offset");
@@ -128,9 +128,9 @@ struct dbs_extent {
  */
 struct dbs_geometry {
     uint64_t device_size;
-    uint64_t extent_offset;    /* first extent record                      */
-    uint64_t data_offset;      /* data of device extent 0                  */
-    uint32_t nr_extents;       /* usable extents = extent records          */
+    uint64_t extent_offset; /* first extent record                      */
+    uint64_t data_offset;   /* data of device extent 0                  */
+    uint32_t nr_extents;    /* usable extents = extent records          */
 };
 
 /* Compute the geometry; -EINVAL with a message when no extent fits, -EFBIG
@@ -141,18 +141,21 @@ static inline int dbs_geometry_compute(uint64_t device_size,
     const uint64_t eo = DBS_EXTENT_OFFSET;
     memset(g, 0, sizeof(*g));
     if (device_size < eo + DBS_EXTENT_SIZE) {
-        return vd_err(EINVAL, "device of %llu bytes is too small for a "
+        return vd_err(EINVAL,
+                      "device of %llu bytes is too small for a "
                       "volume store (at least 2 MiB)",
                       (unsigned long long)device_size);
     }
     uint64_t total = (device_size - eo) / DBS_EXTENT_SIZE;
     if (total > UINT32_MAX) {
-        return vd_err(EFBIG, "device of %llu bytes is too large for the "
-                      "DBS layout", (unsigned long long)device_size);
+        return vd_err(EFBIG,
+                      "device of %llu bytes is too large for the "
+                      "DBS layout",
+                      (unsigned long long)device_size);
     }
     uint64_t meta_end = eo + total * DBS_EXTENT_REC_SIZE;
-    uint64_t data_offset = (meta_end + DBS_EXTENT_SIZE - 1) /
-                           DBS_EXTENT_SIZE * DBS_EXTENT_SIZE;
+    uint64_t data_offset =
+        (meta_end + DBS_EXTENT_SIZE - 1) / DBS_EXTENT_SIZE * DBS_EXTENT_SIZE;
     uint64_t usable = total - total * DBS_EXTENT_REC_SIZE / DBS_EXTENT_SIZE;
     uint64_t fit = device_size > data_offset
                        ? (device_size - data_offset) / DBS_EXTENT_SIZE
@@ -161,7 +164,8 @@ static inline int dbs_geometry_compute(uint64_t device_size,
         usable = fit;
     }
     if (usable == 0) {
-        return vd_err(EINVAL, "device of %llu bytes is too small for a "
+        return vd_err(EINVAL,
+                      "device of %llu bytes is too small for a "
                       "volume store (at least 2 MiB)",
                       (unsigned long long)device_size);
     }
@@ -212,7 +216,7 @@ static inline void dbs_bit_set(uint8_t *bitmap, unsigned block)
 
 static inline void dbs_bit_clear(uint8_t *bitmap, unsigned block)
 {
-    bitmap[block / 8] &= (uint8_t)~(1u << (block % 8));
+    bitmap[block / 8] &= (uint8_t) ~(1u << (block % 8));
 }
 
 static inline bool dbs_bitmap_empty(const uint8_t *bitmap)
@@ -246,8 +250,9 @@ static inline int dbs_superblock_decode(const void *buf,
     out->device_size = vd_le64_get(d.device_size);
     if (out->version != DBS_VERSION) {
         return vd_corrupt("unsupported DBS version %u.%u.%u (expected "
-                          "1.0.0)", out->version >> 16,
-                          (out->version >> 8) & 0xff, out->version & 0xff);
+                          "1.0.0)",
+                          out->version >> 16, (out->version >> 8) & 0xff,
+                          out->version & 0xff);
     }
     return 0;
 }
@@ -303,8 +308,7 @@ static inline void dbs_snapshot_decode(const void *buf,
     out->created_at = (int64_t)vd_le64_get(d.created_at);
 }
 
-static inline void dbs_snapshot_encode(const struct dbs_snapshot *in,
-                                       void *buf)
+static inline void dbs_snapshot_encode(const struct dbs_snapshot *in, void *buf)
 {
     struct dbs_snapshot_disk d;
     d.parent_id = vd_le16_make(in->parent_id);

@@ -1,7 +1,7 @@
 /*
  * The volume store's control operations (create, snapshot, clone, delete,
- * delete-snapshot, rename, vacuum) and lookups. Each is durable when it returns;
- * the order of their writes is explained at the top of dbs.c.
+ * delete-snapshot, rename, vacuum) and lookups. Each is durable when it
+ * returns; the order of their writes is explained at the top of dbs.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -13,7 +13,8 @@
 #include "util/checked.h"
 #include "volume/dbs.h"
 
-/* ---- Lookups -------------------------------------------------------------- */
+/* ---- Lookups --------------------------------------------------------------
+ */
 
 static int find_volume(struct dbs_store *s, const char *name)
 {
@@ -63,7 +64,8 @@ unsigned dbs_volume_chain(struct dbs_store *s, unsigned vidx, uint16_t *ids,
     return n;
 }
 
-/* ---- Control operations --------------------------------------------------- */
+/* ---- Control operations ---------------------------------------------------
+ */
 
 /* Control operations exclude the data path (dbs.h, the locks). */
 static void control_lock(struct dbs_store *s)
@@ -93,8 +95,10 @@ static int check_new_name(struct dbs_store *s, const char *name)
         return vd_err(EINVAL, "a volume name must not be empty");
     }
     if (len > DBS_MAX_NAME_LEN) {
-        return vd_err(ENAMETOOLONG, "volume name of %zu bytes is longer than "
-                      "%d bytes", len, DBS_MAX_NAME_LEN);
+        return vd_err(ENAMETOOLONG,
+                      "volume name of %zu bytes is longer than "
+                      "%d bytes",
+                      len, DBS_MAX_NAME_LEN);
     }
     for (unsigned v = 0; v < DBS_MAX_VOLUMES; v++) {
         if (s->vols[v].snapshot_id && strcmp(s->vols[v].name, name) == 0) {
@@ -178,7 +182,8 @@ static int volume_create(struct dbs_store *s, const char *name, uint64_t size)
         return vd_err(EINVAL, "a volume needs a size of at least 1 byte");
     }
     if (size > max) {
-        return vd_err(EFBIG, "volume size %" PRIu64 " is larger than the "
+        return vd_err(EFBIG,
+                      "volume size %" PRIu64 " is larger than the "
                       "device's %" PRIu32 " extents (%" PRIu64 " bytes)",
                       size, s->geo.nr_extents, max);
     }
@@ -209,8 +214,7 @@ int dbs_volume_create(struct dbs_store *s, const char *name, uint64_t size)
     return ret;
 }
 
-static int volume_snapshot(struct dbs_store *s, const char *name,
-                           uint16_t *out)
+static int volume_snapshot(struct dbs_store *s, const char *name, uint16_t *out)
 {
     int ret = check_writable(s);
     if (ret < 0) {
@@ -284,12 +288,13 @@ static int volume_clone(struct dbs_store *s, uint16_t src, const char *name)
     }
     uint64_t size = s->vols[sv].size;
     uint32_t need = dbs_view_extents(s, src);
-    uint64_t avail = (uint64_t)s->nr_free +
-                     (s->geo.nr_extents - s->sb.allocated_extents);
+    uint64_t avail =
+        (uint64_t)s->nr_free + (s->geo.nr_extents - s->sb.allocated_extents);
     if (need > avail) {
-        return vd_err(ENOSPC, "no space left on the device: the clone needs "
-                      "%" PRIu32 " extents, %" PRIu64 " are free", need,
-                      avail);
+        return vd_err(ENOSPC,
+                      "no space left on the device: the clone needs "
+                      "%" PRIu32 " extents, %" PRIu64 " are free",
+                      need, avail);
     }
     int id = new_snapshot(s, 0);
     if (id < 0) {
@@ -400,8 +405,10 @@ static int snapshot_delete(struct dbs_store *s, uint16_t id)
         return v;
     }
     if (s->vols[v].snapshot_id == id) {
-        return vd_err(EBUSY, "snapshot %u is the current state of volume "
-                      "'%s' and cannot be deleted", id, s->vols[v].name);
+        return vd_err(EBUSY,
+                      "snapshot %u is the current state of volume "
+                      "'%s' and cannot be deleted",
+                      id, s->vols[v].name);
     }
     uint16_t child = s->vols[v].snapshot_id;
     while (s->snaps[child - 1].parent_id != id) {
@@ -504,8 +511,8 @@ static uint32_t release_empty(struct dbs_store *s)
     for (uint32_t i = 0; i < s->sb.allocated_extents; i++) {
         struct dbs_extent *e = &s->ext[i];
         if (e->snapshot_id && dbs_bitmap_empty(e->bitmap) &&
-            dbs_view_lookup(s, s->snaps[e->snapshot_id - 1].parent_id,
-                            e->pos) < 0) {
+            dbs_view_lookup(s, s->snaps[e->snapshot_id - 1].parent_id, e->pos) <
+                0) {
             dbs_extent_release(s, i);
             n++;
         }

@@ -34,8 +34,7 @@ static int dbs_vol_open(struct vd_dev *dev, const char *filename,
     if (!path) {
         return vd_err(ENOMEM, "out of memory");
     }
-    st->store = dbs_open_path(path, vd_dev_readonly(dev) ? DBS_OPEN_RDONLY
-                                                         : 0);
+    st->store = dbs_open_path(path, vd_dev_readonly(dev) ? DBS_OPEN_RDONLY : 0);
     free(path);
     if (!st->store) {
         vd_err_prefix("dbs:%s", filename);
@@ -67,8 +66,8 @@ static int dbs_vol_read_cb(struct vd_dev *dev, void *buf, uint64_t len,
     return dbs_vol_read(st->store, st->vidx, buf, len, off);
 }
 
-static int dbs_vol_write_cb(struct vd_dev *dev, const void *buf,
-                            uint64_t len, uint64_t off, unsigned flags)
+static int dbs_vol_write_cb(struct vd_dev *dev, const void *buf, uint64_t len,
+                            uint64_t off, unsigned flags)
 {
     struct dbs_vol_state *st = vd_priv(dev);
     (void)flags; /* FUA: the core flushes after, limits.fua is false */
@@ -95,8 +94,8 @@ static int dbs_vol_flush(struct vd_dev *dev)
     return dbs_flush(st->store);
 }
 
-static int dbs_vol_block_status(struct vd_dev *dev, uint64_t off,
-                                uint64_t len, struct vd_extent *ext)
+static int dbs_vol_block_status(struct vd_dev *dev, uint64_t off, uint64_t len,
+                                struct vd_extent *ext)
 {
     struct dbs_vol_state *st = vd_priv(dev);
     uint64_t ask = VD_MIN(vd_align_up(len, DBS_BLOCK_SIZE), dev->size - off);

@@ -120,8 +120,8 @@ int dbs_meta_write(struct dbs_store *s, const void *buf, uint64_t len,
         if ((uint64_t)s->cut_sectors < sectors) {
             uint64_t keep = (uint64_t)s->cut_sectors * SECTOR;
             uint64_t skip = s->cut_keep_last ? len - keep : 0;
-            if (keep > 0 && vd_write(s->dev, (const uint8_t *)buf + skip,
-                                     keep, off + skip, 0) < 0) {
+            if (keep > 0 && vd_write(s->dev, (const uint8_t *)buf + skip, keep,
+                                     off + skip, 0) < 0) {
                 _exit(POWER_CUT_EXIT + 1);
             }
             _exit(POWER_CUT_EXIT);
@@ -141,12 +141,11 @@ static int write_meta(struct dbs_store *s, uint64_t off, uint64_t len)
 {
     uint64_t a = vd_align_down(off, DBS_BLOCK_SIZE);
     uint64_t b = vd_align_up(off + len, DBS_BLOCK_SIZE);
-    return dbs_meta_write(s, s->meta_img + (a - DBS_VOLUMES_OFFSET), b - a,
-                          a);
+    return dbs_meta_write(s, s->meta_img + (a - DBS_VOLUMES_OFFSET), b - a, a);
 }
 
 int dbs_put_volume(struct dbs_store *s, unsigned v,
-                      const struct dbs_volume *rec)
+                   const struct dbs_volume *rec)
 {
     uint64_t off = dbs_volume_rec_offset(v);
     dbs_volume_encode(rec, s->meta_img + (off - DBS_VOLUMES_OFFSET));
@@ -220,8 +219,9 @@ static int read_tables(struct dbs_store *s)
     if (ret < 0) {
         return ret;
     }
-    uint64_t used_len = vd_align_up((uint64_t)s->sb.allocated_extents *
-                                        DBS_EXTENT_REC_SIZE, DBS_BLOCK_SIZE);
+    uint64_t used_len =
+        vd_align_up((uint64_t)s->sb.allocated_extents * DBS_EXTENT_REC_SIZE,
+                    DBS_BLOCK_SIZE);
     used_len = VD_MIN(used_len, s->ext_img_len);
     if (used_len > 0) {
         ret = vd_read(s->dev, s->ext_img, used_len, s->geo.extent_offset);
@@ -241,9 +241,9 @@ static int check_volumes(struct dbs_store *s)
         }
     }
     for (uint32_t i = 0; i < DBS_MAX_SNAPSHOTS; i++) {
-        dbs_snapshot_decode(s->meta_img + (dbs_snapshot_rec_offset(
-                                               (uint16_t)(i + 1)) -
-                                           DBS_VOLUMES_OFFSET),
+        dbs_snapshot_decode(s->meta_img +
+                                (dbs_snapshot_rec_offset((uint16_t)(i + 1)) -
+                                 DBS_VOLUMES_OFFSET),
                             &s->snaps[i]);
         s->snap_owner[i] = -1;
     }
@@ -256,7 +256,8 @@ static int check_volumes(struct dbs_store *s)
         if (vol->size == 0 || vol->size > DBS_MAX_VOLUME_SIZE ||
             vol->size % DBS_BLOCK_SIZE != 0) {
             return vd_corrupt("volume '%s' has an invalid size of %" PRIu64
-                              " bytes", vol->name, vol->size);
+                              " bytes",
+                              vol->name, vol->size);
         }
         for (unsigned w = 0; w < v; w++) {
             if (s->vols[w].snapshot_id &&
@@ -269,17 +270,19 @@ static int check_volumes(struct dbs_store *s)
              id = s->snaps[id - 1].parent_id) {
             if (!snap_used(s, id)) {
                 return vd_corrupt("volume '%s' refers to snapshot %u, which "
-                                  "does not exist", vol->name, id);
+                                  "does not exist",
+                                  vol->name, id);
             }
             int owner = s->snap_owner[id - 1];
             if (owner == (int)v || steps++ > DBS_MAX_SNAPSHOTS) {
                 return vd_corrupt("the snapshots of volume '%s' form a loop "
-                                  "at snapshot %u", vol->name, id);
+                                  "at snapshot %u",
+                                  vol->name, id);
             }
             if (owner >= 0) {
                 return vd_corrupt("snapshot %u belongs to volumes '%s' and "
-                                  "'%s'", id, s->vols[owner].name,
-                                  vol->name);
+                                  "'%s'",
+                                  id, s->vols[owner].name, vol->name);
             }
             s->snap_owner[id - 1] = (int16_t)v;
         }
@@ -320,7 +323,8 @@ static int check_extents(struct dbs_store *s)
         }
         if (!snap_used(s, e->snapshot_id)) {
             return vd_corrupt("extent %" PRIu32 " belongs to snapshot %u, "
-                              "which does not exist", i, e->snapshot_id);
+                              "which does not exist",
+                              i, e->snapshot_id);
         }
         s->nr_used++;
         int owner = s->snap_owner[e->snapshot_id - 1];
@@ -330,7 +334,8 @@ static int check_extents(struct dbs_store *s)
         if (e->pos >= dbs_volume_extents(s->vols[owner].size)) {
             return vd_corrupt("extent %" PRIu32 " holds position %" PRIu32
                               " of volume '%s', which has only %" PRIu64
-                              " extents", i, e->pos, s->vols[owner].name,
+                              " extents",
+                              i, e->pos, s->vols[owner].name,
                               dbs_volume_extents(s->vols[owner].size));
         }
         int64_t other = dbs_map_get(&s->map, e->snapshot_id, e->pos);
@@ -363,8 +368,8 @@ int dbs_collect_orphans(struct dbs_store *s)
     bool any = false;
     for (uint32_t i = 0; i < s->sb.allocated_extents; i++) {
         uint16_t id = s->ext[i].snapshot_id;
-        if (id && (s->snap_owner[id - 1] < 0 ||
-                   (s->state[i] & DBS_EXT_MOVED))) {
+        if (id &&
+            (s->snap_owner[id - 1] < 0 || (s->state[i] & DBS_EXT_MOVED))) {
             dbs_extent_release(s, i);
             s->nr_collected++;
             any = true;
@@ -425,8 +430,8 @@ static struct dbs_store *store_alloc(struct vd_dev *dev)
     s->ext_img = calloc(1, s->ext_img_len);
     s->free_list = calloc(n, sizeof(*s->free_list));
     s->dirty = calloc(n, sizeof(*s->dirty));
-    if (!s->snaps || !s->snap_owner || !s->ext || !s->state ||
-        !s->meta_img || !s->ext_img || !s->free_list || !s->dirty) {
+    if (!s->snaps || !s->snap_owner || !s->ext || !s->state || !s->meta_img ||
+        !s->ext_img || !s->free_list || !s->dirty) {
         store_free(s);
         vd_err(ENOMEM, "out of memory");
         return NULL;
@@ -466,8 +471,10 @@ struct dbs_store *dbs_open_path(const char *path, unsigned flags)
             int err = errno;
             close(fd);
             if (err == EWOULDBLOCK) {
-                vd_err(EBUSY, "%s: the volume store is in use by another "
-                       "program (or another open of it)", path);
+                vd_err(EBUSY,
+                       "%s: the volume store is in use by another "
+                       "program (or another open of it)",
+                       path);
             } else {
                 vd_err_sys(err, "%s: cannot lock", path);
             }
@@ -520,9 +527,9 @@ int dbs_init(struct vd_dev *dev)
     }
     /* Zero the tables and the extent records, then the superblock last:
      * a crash before it leaves no store at all. */
-    uint64_t end = vd_align_up(geo.extent_offset +
-                                   (uint64_t)geo.nr_extents *
-                                       DBS_EXTENT_REC_SIZE, DBS_BLOCK_SIZE);
+    uint64_t end = vd_align_up(geo.extent_offset + (uint64_t)geo.nr_extents *
+                                                       DBS_EXTENT_REC_SIZE,
+                               DBS_BLOCK_SIZE);
     ret = vd_zero(dev, end - DBS_BLOCK_SIZE, DBS_BLOCK_SIZE, 0);
     if (ret == 0) {
         ret = vd_flush(dev);
@@ -541,7 +548,8 @@ int dbs_init(struct vd_dev *dev)
     return ret < 0 ? ret : vd_flush(dev);
 }
 
-/* ---- Check ---------------------------------------------------------------- */
+/* ---- Check ----------------------------------------------------------------
+ */
 
 void dbs_check_report(struct dbs_store *s, struct vd_strbuf *out)
 {
@@ -566,26 +574,31 @@ void dbs_check_report(struct dbs_store *s, struct vd_strbuf *out)
             stale++;
         }
     }
-    vd_strbuf_addf(out, "%u volumes, %u snapshots; extents: %" PRIu32
-                   " total, %" PRIu32 " allocated, %" PRIu32 " in use, %"
-                   PRIu32 " free\n", nr_vols, nr_snaps, s->geo.nr_extents,
-                   s->sb.allocated_extents,
-                   s->nr_used - orphan_ext - s->nr_moved,
-                   s->geo.nr_extents - s->nr_used);
+    vd_strbuf_addf(
+        out,
+        "%u volumes, %u snapshots; extents: %" PRIu32 " total, %" PRIu32
+        " allocated, %" PRIu32 " in use, %" PRIu32 " free\n",
+        nr_vols, nr_snaps, s->geo.nr_extents, s->sb.allocated_extents,
+        s->nr_used - orphan_ext - s->nr_moved, s->geo.nr_extents - s->nr_used);
     if (s->nr_moved) {
-        vd_strbuf_addf(out, "%" PRIu32 " extents left twice by an "
+        vd_strbuf_addf(out,
+                       "%" PRIu32 " extents left twice by an "
                        "interrupted vacuum (the copies above are freed by "
-                       "the next write access)\n", s->nr_moved);
+                       "the next write access)\n",
+                       s->nr_moved);
     }
     if (s->nr_orphan_snaps || orphan_ext) {
-        vd_strbuf_addf(out, "%" PRIu32 " leaked snapshots holding %" PRIu32
+        vd_strbuf_addf(out,
+                       "%" PRIu32 " leaked snapshots holding %" PRIu32
                        " extents (left by an interrupted operation; freed by "
-                       "the next write access)\n", s->nr_orphan_snaps,
-                       orphan_ext);
+                       "the next write access)\n",
+                       s->nr_orphan_snaps, orphan_ext);
     }
     if (stale) {
-        vd_strbuf_addf(out, "%" PRIu32 " records past the allocation count "
-                       "are ignored\n", stale);
+        vd_strbuf_addf(out,
+                       "%" PRIu32 " records past the allocation count "
+                       "are ignored\n",
+                       stale);
     }
     pthread_mutex_unlock(&s->lock);
 }

@@ -19,53 +19,53 @@
 
 /* (snapshot id, position) -> device extent, open addressing. */
 struct dbs_map {
-    uint64_t *keys;     /* (sid << 32 | pos) + 1; 0 = empty slot */
+    uint64_t *keys; /* (sid << 32 | pos) + 1; 0 = empty slot */
     uint32_t *vals;
-    uint64_t cap;       /* power of two */
+    uint64_t cap; /* power of two */
     uint64_t count;
 };
 
 /* Per-extent state bits (dbs_store.state). */
-#define DBS_EXT_DIRTY      0x1u /* record differs from the one on disk    */
-#define DBS_EXT_FREE_WAIT  0x2u /* freed; reusable once that is on disk   */
-#define DBS_EXT_MOVED      0x4u /* old place of a move vacuum left behind */
+#define DBS_EXT_DIRTY     0x1u /* record differs from the one on disk    */
+#define DBS_EXT_FREE_WAIT 0x2u /* freed; reusable once that is on disk   */
+#define DBS_EXT_MOVED     0x4u /* old place of a move vacuum left behind */
 
 /* Stripes of the per-position locks of the data path. */
 #define DBS_STRIPES 64
 
 /* What dbs_vacuum did. */
 struct dbs_vacuum_stats {
-    uint32_t moved;      /* extents moved down to free slots            */
-    uint32_t freed;      /* extents freed: unreachable or empty         */
-    uint32_t used;       /* extents in use = the new allocation count   */
-    uint32_t total;      /* usable extents of the device                */
+    uint32_t moved; /* extents moved down to free slots            */
+    uint32_t freed; /* extents freed: unreachable or empty         */
+    uint32_t used;  /* extents in use = the new allocation count   */
+    uint32_t total; /* usable extents of the device                */
 };
 
 struct dbs_store {
-    struct vd_dev *dev;            /* the device: raw bytes              */
+    struct vd_dev *dev; /* the device: raw bytes              */
     bool readonly;
     struct dbs_geometry geo;
-    struct dbs_superblock sb;      /* allocated_extents = in memory      */
-    uint32_t disk_allocated;       /* the count the disk holds           */
+    struct dbs_superblock sb; /* allocated_extents = in memory      */
+    uint32_t disk_allocated;  /* the count the disk holds           */
     struct dbs_volume vols[DBS_MAX_VOLUMES];
-    struct dbs_snapshot *snaps;    /* [DBS_MAX_SNAPSHOTS], id - 1        */
-    int16_t *snap_owner;           /* volume index, or -1 (free/orphan)  */
-    struct dbs_extent *ext;        /* [geo.nr_extents], current state    */
-    uint8_t *state;                /* [geo.nr_extents], DBS_EXT_*        */
-    uint8_t *meta_img;             /* bytes [4096, ExtentOffset) on disk */
-    uint8_t *ext_img;              /* extent records as on disk          */
-    uint64_t ext_img_len;          /* whole blocks                       */
-    uint32_t *free_list;           /* reusable extents below the count   */
+    struct dbs_snapshot *snaps; /* [DBS_MAX_SNAPSHOTS], id - 1        */
+    int16_t *snap_owner;        /* volume index, or -1 (free/orphan)  */
+    struct dbs_extent *ext;     /* [geo.nr_extents], current state    */
+    uint8_t *state;             /* [geo.nr_extents], DBS_EXT_*        */
+    uint8_t *meta_img;          /* bytes [4096, ExtentOffset) on disk */
+    uint8_t *ext_img;           /* extent records as on disk          */
+    uint64_t ext_img_len;       /* whole blocks                       */
+    uint32_t *free_list;        /* reusable extents below the count   */
     uint32_t nr_free;
-    uint32_t *dirty;               /* extents with DBS_EXT_DIRTY         */
+    uint32_t *dirty; /* extents with DBS_EXT_DIRTY         */
     uint32_t nr_dirty;
-    uint32_t nr_used;              /* extents owned by a snapshot        */
-    uint32_t nr_orphan_snaps;      /* leaked by an interrupted operation */
-    uint32_t nr_moved;             /* DBS_EXT_MOVED extents              */
-    uint32_t nr_collected;         /* extents freed by collect_orphans   */
+    uint32_t nr_used;         /* extents owned by a snapshot        */
+    uint32_t nr_orphan_snaps; /* leaked by an interrupted operation */
+    uint32_t nr_moved;        /* DBS_EXT_MOVED extents              */
+    uint32_t nr_collected;    /* extents freed by collect_orphans   */
     struct dbs_map map;
-    int lock_fd;                   /* flock()ed device file, or -1       */
-    int64_t cut_sectors;           /* test switch (dbs_meta_write), or -1 */
+    int lock_fd;         /* flock()ed device file, or -1       */
+    int64_t cut_sectors; /* test switch (dbs_meta_write), or -1 */
     bool cut_keep_last;
     /*
      * Locks, taken in this order. io_lock: the data path holds it shared,
@@ -161,8 +161,8 @@ VD_MUST_CHECK int dbs_vol_discard(struct dbs_store *s, unsigned vidx,
                                   uint64_t len, uint64_t off);
 /* Like discard, but older snapshots' data is hidden too: reads return
  * zeroes afterwards. Costs a copy-on-write where a snapshot shares data. */
-VD_MUST_CHECK int dbs_vol_zero(struct dbs_store *s, unsigned vidx,
-                               uint64_t len, uint64_t off);
+VD_MUST_CHECK int dbs_vol_zero(struct dbs_store *s, unsigned vidx, uint64_t len,
+                               uint64_t off);
 /* Length (a multiple of 4096, 1..len) of the run at off that is all data
  * (*data = true; it lies at *host_off on the device) or all unset blocks
  * reading as zeroes. */

@@ -16,10 +16,10 @@
 TEST(superblock)
 {
     static const uint8_t golden[24] = {
-        'D', 'B', 'S', '@', '3', '9', '3', '!',  /* magic */
-        0x00, 0x00, 0x01, 0x00,                  /* version 1.0.0 */
-        0x05, 0x00, 0x00, 0x00,                  /* 5 extents */
-        0x00, 0x00, 0x00, 0x08, 0, 0, 0, 0,      /* 128 MiB */
+        'D',  'B',  'S',  '@',  '3', '9', '3', '!', /* magic */
+        0x00, 0x00, 0x01, 0x00,                     /* version 1.0.0 */
+        0x05, 0x00, 0x00, 0x00,                     /* 5 extents */
+        0x00, 0x00, 0x00, 0x08, 0,   0,   0,   0,   /* 128 MiB */
     };
     struct dbs_superblock sb = {0};
     CHECK(dbs_superblock_decode(golden, &sb) == 0);
@@ -41,7 +41,7 @@ TEST(volume_record)
     uint8_t golden[266] = {
         0x07, 0x00,                                     /* snapshot 7 */
         0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, /* 4 MiB */
-        'd', 'i', 's', 'k',
+        'd',  'i',  's',  'k',
     };
     struct dbs_volume v;
     CHECK(dbs_volume_decode(golden, 3, &v) == 0);
@@ -90,7 +90,7 @@ TEST(extent_record)
         0x10, 0x27, 0x00, 0x00, /* position 10000 */
         0x81, 0x00,             /* blocks 0 and 7 */
     };
-    golden[37] = 0x80;          /* block 255 */
+    golden[37] = 0x80; /* block 255 */
     struct dbs_extent e;
     dbs_extent_decode(golden, &e);
     CHECK_EQ_U64(e.snapshot_id, 3);
@@ -159,8 +159,10 @@ TEST(geometry)
     CHECK_EQ_U64(g.nr_extents, 1048575 - 38); /* reference: 37, one past */
 
     uint64_t sizes[] = {
-        3 * MiB, 64 * MiB, 100 * MiB + 12345, GiB, 10 * GiB,
-        8 * GiB + 300 * MiB, 16 * GiB - 1, 2 * 1024 * GiB + 7 * MiB,
+        3 * MiB,           64 * MiB,
+        100 * MiB + 12345, GiB,
+        10 * GiB,          8 * GiB + 300 * MiB,
+        16 * GiB - 1,      2 * 1024 * GiB + 7 * MiB,
     };
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         expect_geometry(sizes[i]);
@@ -205,8 +207,7 @@ TEST(owner_fields_in_one_sector)
     for (uint32_t i = 0; i < g.nr_extents; i++) {
         CHECK(in_one_sector(dbs_extent_rec_offset(&g, i), 2));
     }
-    CHECK(!in_one_sector(dbs_extent_rec_offset(&g, 13),
-                         DBS_EXTENT_REC_SIZE));
+    CHECK(!in_one_sector(dbs_extent_rec_offset(&g, 13), DBS_EXTENT_REC_SIZE));
 }
 
 int main(void)

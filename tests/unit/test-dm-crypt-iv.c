@@ -19,8 +19,8 @@ static void hex(const char *s, uint8_t *out, size_t len)
 }
 
 /* The IV of spec_text with key at sector equals want_hex. */
-static void check_iv(const char *spec_text, const uint8_t *key,
-                     size_t key_size, uint64_t sector, const char *want_hex)
+static void check_iv(const char *spec_text, const uint8_t *key, size_t key_size,
+                     uint64_t sector, const char *want_hex)
 {
     struct dm_crypt_spec spec;
     struct dm_crypt_ivgen g;
@@ -52,8 +52,8 @@ static void check_iv(const char *spec_text, const uint8_t *key,
     EVP_CIPHER_free(c);
 }
 
-static const uint8_t key16[16] = { 0, 1, 2, 3, 4, 5, 6, 7,
-                                   8, 9, 10, 11, 12, 13, 14, 15 };
+static const uint8_t key16[16] = {0, 1, 2,  3,  4,  5,  6,  7,
+                                  8, 9, 10, 11, 12, 13, 14, 15};
 static uint8_t key32[32], key64[64];
 
 TEST(plain)
@@ -61,8 +61,7 @@ TEST(plain)
     /* The low 32 bits, little-endian. */
     check_iv("aes-cbc-plain", key16, 16, UINT64_C(0x123456789),
              "89674523000000000000000000000000");
-    check_iv("aes-cbc-plain", key16, 16, 0,
-             "00000000000000000000000000000000");
+    check_iv("aes-cbc-plain", key16, 16, 0, "00000000000000000000000000000000");
     /* The original format: a bare cipher name is cbc-plain. */
     check_iv("aes", key16, 16, 7, "07000000000000000000000000000000");
     check_iv("aes-plain", key16, 16, 7, "07000000000000000000000000000000");
@@ -89,10 +88,8 @@ TEST(plain64be)
 TEST(benbi)
 {
     /* Big-endian count of 16-byte blocks from 1: (sector << 5) + 1. */
-    check_iv("aes-cbc-benbi", key16, 16, 0,
-             "00000000000000000000000000000001");
-    check_iv("aes-cbc-benbi", key16, 16, 3,
-             "00000000000000000000000000000061");
+    check_iv("aes-cbc-benbi", key16, 16, 0, "00000000000000000000000000000001");
+    check_iv("aes-cbc-benbi", key16, 16, 3, "00000000000000000000000000000061");
     check_iv("aes-xts-benbi", key64, 64, UINT64_C(0x0800000000000001),
              "00000000000000000000000000000021");
 }
@@ -147,9 +144,9 @@ TEST(spec_parse)
     /* What the userspace target does not run. */
     CHECK_EQ_U64(dm_crypt_spec_parse("aes-cbc-lmk", &s), -ENOTSUP);
     CHECK_EQ_U64(dm_crypt_spec_parse("aes-gcm-random", &s), -ENOTSUP);
-    CHECK_EQ_U64(dm_crypt_spec_parse(
-                     "capi:authenc(hmac(sha256),xts(aes))-random", &s),
-                 -ENOTSUP);
+    CHECK_EQ_U64(
+        dm_crypt_spec_parse("capi:authenc(hmac(sha256),xts(aes))-random", &s),
+        -ENOTSUP);
     CHECK_EQ_U64(dm_crypt_spec_parse("aes:128-xts-plain64", &s), -ENOTSUP);
     /* What the kernel refuses too. */
     CHECK_EQ_U64(dm_crypt_spec_parse("aes:3-xts-plain64", &s), -EINVAL);

@@ -21,12 +21,12 @@
 struct fake_kernel {
     int calls;
     unsigned long request[MAX_CALLS];
-    uint32_t sent_size[MAX_CALLS];       /* data_size as sent */
-    uint8_t sent[MAX_CALLS][1024];       /* the first bytes as sent */
-    int fail_call;                       /* 1-based call to fail, or 0 */
+    uint32_t sent_size[MAX_CALLS]; /* data_size as sent */
+    uint8_t sent[MAX_CALLS][1024]; /* the first bytes as sent */
+    int fail_call;                 /* 1-based call to fail, or 0 */
     int fail_errno;
-    int buffer_full_calls;               /* answer BUFFER_FULL this often */
-    const uint8_t *reply;                /* copied over the buffer */
+    int buffer_full_calls; /* answer BUFFER_FULL this often */
+    const uint8_t *reply;  /* copied over the buffer */
     size_t reply_size;
 };
 
@@ -106,8 +106,8 @@ static void header(uint8_t *e, uint32_t minor, uint32_t data_size,
 /* The call's bytes must be the expected request, with data_size grown to
  * sent_size by the runner. */
 static void check_sent(const struct fake_kernel *k, int call,
-                       const uint8_t *expected, size_t size,
-                       uint32_t sent_size, unsigned nr)
+                       const uint8_t *expected, size_t size, uint32_t sent_size,
+                       unsigned nr)
 {
     uint8_t copy[1024];
     CHECK(call < k->calls);
@@ -269,15 +269,15 @@ TEST(device_commands)
 static size_t expected_load(uint8_t *e, uint32_t flags)
 {
     header(e, 0, 416, flags, "vol", NULL, 0);
-    put32(e, 20, 2);                       /* target_count */
-    put64(e, 312, 0);                      /* sector_start */
-    put64(e, 320, 100);                    /* length */
-    put32(e, 332, 56);                     /* next: 40 + 16 */
+    put32(e, 20, 2);    /* target_count */
+    put64(e, 312, 0);   /* sector_start */
+    put64(e, 320, 100); /* length */
+    put32(e, 332, 56);  /* next: 40 + 16 */
     strcpy((char *)e + 336, "linear");
     strcpy((char *)e + 352, "/dev/sda 8");
     put64(e, 368, 100);
     put64(e, 376, 50);
-    put32(e, 388, 48);                     /* next: 40 + 8 */
+    put32(e, 388, 48); /* next: 40 + 8 */
     strcpy((char *)e + 392, "zero");
     return 416;
 }
@@ -325,7 +325,7 @@ TEST(create_and_load)
     expected_load(e, 0);
     check_sent(&k, 1, e, 416, 416, 9);
     header(e, 0, 312, 0, "vol", NULL, 0);
-    check_sent(&k, 2, e, 312, 312, 6);   /* resume: no DM_SUSPEND_FLAG */
+    check_sent(&k, 2, e, 312, 312, 6); /* resume: no DM_SUSPEND_FLAG */
     dm_control_close(ctl);
 
     /* A failed load removes the new device and reports the load. */
@@ -404,14 +404,14 @@ static size_t names_reply(uint8_t *r)
     put64(r, 312, 0xfd00);
     put32(r, 320, 32);
     strcpy((char *)r + 324, "a");
-    put32(r, 328, 7);                      /* event_nr */
-    put32(r, 332, 1);                      /* HAS_UUID */
+    put32(r, 328, 7); /* event_nr */
+    put32(r, 332, 1); /* HAS_UUID */
     strcpy((char *)r + 336, "UUID-A");
     put64(r, 344, 0xfd01);
     put32(r, 352, 24);
     strcpy((char *)r + 356, "bb");
     put32(r, 360, 0);
-    put32(r, 364, 2);                      /* DOESNT_HAVE_UUID */
+    put32(r, 364, 2); /* DOESNT_HAVE_UUID */
     put64(r, 368, 0xfd02);
     put32(r, 376, 0);
     strcpy((char *)r + 380, "ccc");
@@ -464,36 +464,36 @@ TEST(names_malformed)
     struct dm_names names;
 
     names_reply(r);
-    put32(r, 320, 1000);                   /* next out of bounds */
+    put32(r, 320, 1000); /* next out of bounds */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     names_reply(r);
-    put32(r, 320, 0xfffffff8u);            /* "backwards" with wrap-around */
+    put32(r, 320, 0xfffffff8u); /* "backwards" with wrap-around */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     names_reply(r);
-    put32(r, 320, 20);                     /* not a multiple of 8 */
+    put32(r, 320, 20); /* not a multiple of 8 */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     names_reply(r);
-    put32(r, 320, 24);                     /* into its own UUID */
+    put32(r, 320, 24); /* into its own UUID */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     names_reply(r);
-    memset(r + 380, 'c', 4);               /* last name unterminated */
+    memset(r + 380, 'c', 4); /* last name unterminated */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     CHECK(strstr(vd_err_message(), "unterminated device name") != NULL);
     names_reply(r);
-    memset(r + 336, 'U', 8);               /* UUID runs into next record */
+    memset(r + 336, 'U', 8); /* UUID runs into next record */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     names_reply(r);
-    put32(r, 16, 400);                     /* data_start beyond data_size */
+    put32(r, 16, 400); /* data_start beyond data_size */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     CHECK(strstr(vd_err_message(), "data_start") != NULL);
     names_reply(r);
-    put32(r, 16, 316);                     /* data_start unaligned */
+    put32(r, 16, 316); /* data_start unaligned */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     names_reply(r);
-    put32(r, 12, 392);                     /* data_size beyond the buffer */
+    put32(r, 12, 392); /* data_size beyond the buffer */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     names_reply(r);
-    memset(r + 48, 'x', 128);              /* header name unterminated */
+    memset(r + 48, 'x', 128); /* header name unterminated */
     CHECK(dm_decode_names(r, sizeof(r), &names) == -EPROTO);
     CHECK(dm_decode_names(r, 200, &names) == -EPROTO);
 }
@@ -538,10 +538,10 @@ TEST(targets)
     dm_target_versions_free(&list);
 
     versions_reply(r);
-    put32(r, 312, 8);                      /* next inside the fixed part */
+    put32(r, 312, 8); /* next inside the fixed part */
     CHECK(dm_decode_versions(r, sizeof(r), &list) == -EPROTO);
     versions_reply(r);
-    memset(r + 352, 's', 8);               /* name unterminated */
+    memset(r + 352, 's', 8); /* name unterminated */
     CHECK(dm_decode_versions(r, sizeof(r), &list) == -EPROTO);
     dm_control_close(ctl);
 }
@@ -593,25 +593,25 @@ TEST(table_status)
     dm_target_lines_free(&lines);
 
     table_reply(r);
-    put32(r, 332, 0);                      /* next back to the first */
+    put32(r, 332, 0); /* next back to the first */
     CHECK(dm_decode_targets(r, sizeof(r), &lines) == -EPROTO);
     table_reply(r);
-    put32(r, 332, 40);                     /* next into the first's text */
+    put32(r, 332, 40); /* next into the first's text */
     CHECK(dm_decode_targets(r, sizeof(r), &lines) == -EPROTO);
     table_reply(r);
-    put32(r, 332, 400);                    /* next beyond data_size */
+    put32(r, 332, 400); /* next beyond data_size */
     CHECK(dm_decode_targets(r, sizeof(r), &lines) == -EPROTO);
     table_reply(r);
-    put32(r, 20, 3);                       /* a third target is not there */
+    put32(r, 20, 3); /* a third target is not there */
     CHECK(dm_decode_targets(r, sizeof(r), &lines) == -EPROTO);
     table_reply(r);
     put32(r, 20, 0xffffffffu);
     CHECK(dm_decode_targets(r, sizeof(r), &lines) == -EPROTO);
     table_reply(r);
-    memset(r + 336, 'l', 16);              /* target type unterminated */
+    memset(r + 336, 'l', 16); /* target type unterminated */
     CHECK(dm_decode_targets(r, sizeof(r), &lines) == -EPROTO);
     table_reply(r);
-    memset(r + 400, 'z', 8);               /* last text unterminated */
+    memset(r + 400, 'z', 8); /* last text unterminated */
     CHECK(dm_decode_targets(r, sizeof(r), &lines) == -EPROTO);
     dm_control_close(ctl);
 }
@@ -626,8 +626,8 @@ TEST(deps)
 
     reply_header(r, sizeof(r), 336, 0);
     put32(r, 312, 2);
-    put64(r, 320, 0x800);                  /* 8:0 */
-    put64(r, 328, 0x810);                  /* 8:16 */
+    put64(r, 320, 0x800); /* 8:0 */
+    put64(r, 328, 0x810); /* 8:16 */
     k.reply = r;
     k.reply_size = sizeof(r);
     CHECK(dm_table_deps(ctl, &id, &deps) == 0);
@@ -639,9 +639,9 @@ TEST(deps)
         CHECK(dm_dev_minor(deps.dev[1]) == 16);
     }
     dm_deps_free(&deps);
-    put32(r, 312, 3);                      /* one more than fits */
+    put32(r, 312, 3); /* one more than fits */
     CHECK(dm_decode_deps(r, sizeof(r), &deps) == -EPROTO);
-    put32(r, 12, 316);                     /* shorter than its count */
+    put32(r, 12, 316); /* shorter than its count */
     CHECK(dm_decode_deps(r, sizeof(r), &deps) == -EPROTO);
     dm_control_close(ctl);
 }

@@ -18,10 +18,10 @@
 TEST(header_bytes)
 {
     uint8_t buf[16];
-    struct snap_header h = { SNAP_MAGIC, 1, SNAP_DISK_VERSION, 8 }, back;
+    struct snap_header h = {SNAP_MAGIC, 1, SNAP_DISK_VERSION, 8}, back;
     snap_header_encode(&h, buf);
-    static const uint8_t want[16] = { 0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0,
-                                      1, 0, 0, 0, 8, 0, 0, 0 };
+    static const uint8_t want[16] = {0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0,
+                                     1,    0,    0,    0,    8, 0, 0, 0};
     CHECK(memcmp(buf, want, sizeof(want)) == 0);
     CHECK(memcmp(buf, "SnAp", 4) == 0);
     snap_header_decode(buf, &back);
@@ -33,7 +33,7 @@ TEST(header_bytes)
 
 TEST(exception_records)
 {
-    uint8_t area[64] = { 0 };
+    uint8_t area[64] = {0};
     snap_exception_put(area, 2, UINT64_C(0x0102030405060708), 0x20);
     CHECK_EQ_U64(area[32], 0x08);
     CHECK_EQ_U64(area[39], 0x01);
@@ -174,8 +174,8 @@ TEST(store_refuses)
 {
     struct vd_dev *cow = mem_dev(4 * 512);
     struct snap_store st;
-    uint8_t sector[512] = { 0 };
-    struct snap_header h = { SNAP_MAGIC, 1, 2, 1 };
+    uint8_t sector[512] = {0};
+    struct snap_header h = {SNAP_MAGIC, 1, 2, 1};
     snap_header_encode(&h, sector);
     CHECK(vd_write(cow, sector, 512, 0, 0) == 0);
     CHECK(snap_store_open(&st, cow, "cow", true, 1, 512) == -EUCLEAN);

@@ -41,8 +41,8 @@ static uint8_t mul(uint8_t a, uint8_t b)
 /* codeword[0 .. 254 - nroots] is data; the parity follows. */
 static void encode(uint8_t *codeword, unsigned nroots)
 {
-    uint8_t gen[VERITY_RS_MAX_ROOTS + 1] = { 1 };
-    uint8_t rem[VERITY_RS_MAX_ROOTS] = { 0 };
+    uint8_t gen[VERITY_RS_MAX_ROOTS + 1] = {1};
+    uint8_t rem[VERITY_RS_MAX_ROOTS] = {0};
     uint8_t root = 1;
     /* gen(x) = prod (x - alpha^i), coefficients lowest power first. */
     for (unsigned i = 0; i < nroots; i++) {
@@ -76,7 +76,7 @@ static void random_codeword(uint8_t *codeword, unsigned nroots)
 /* Change count distinct positions to other values. */
 static void corrupt(uint8_t *codeword, unsigned count)
 {
-    bool hit[VERITY_RS_N] = { false };
+    bool hit[VERITY_RS_N] = {false};
     for (unsigned n = 0; n < count;) {
         unsigned pos = rnd(VERITY_RS_N);
         if (!hit[pos]) {
@@ -87,7 +87,7 @@ static void corrupt(uint8_t *codeword, unsigned count)
     }
 }
 
-static const unsigned roots_tested[] = { 2, 3, 4, 8, 16, 24 };
+static const unsigned roots_tested[] = {2, 3, 4, 8, 16, 24};
 
 TEST(clean_codewords)
 {
@@ -133,8 +133,7 @@ TEST(uncorrectable)
     for (unsigned r = 0; r < sizeof(roots_tested) / sizeof(*roots_tested);
          r++) {
         unsigned nroots = roots_tested[r], refused = 0, tries = 0;
-        for (unsigned errors = nroots / 2 + 1; errors <= nroots + 4;
-             errors++) {
+        for (unsigned errors = nroots / 2 + 1; errors <= nroots + 4; errors++) {
             for (unsigned n = 0; n < 40; n++, tries++) {
                 random_codeword(cw, nroots);
                 memcpy(copy, cw, sizeof(cw));
@@ -183,7 +182,7 @@ TEST(random_words)
 
 TEST(bad_roots)
 {
-    uint8_t cw[VERITY_RS_N] = { 0 };
+    uint8_t cw[VERITY_RS_N] = {0};
     CHECK_EQ_U64(verity_rs_decode(cw, 0), -EINVAL);
     CHECK_EQ_U64(verity_rs_decode(cw, VERITY_RS_MAX_ROOTS + 1), -EINVAL);
 }

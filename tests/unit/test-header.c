@@ -6,8 +6,8 @@
 
 int main(void)
 {
-    struct vdisk_extent ext = { 0, 0, VDISK_EXTENT_DATA, 0, 0 };
-    struct vdisk_convert_params params = { 0 };
+    struct vdisk_extent ext = {0, 0, VDISK_EXTENT_DATA, 0, 0};
+    struct vdisk_convert_params params = {0};
     (void)params;
     return ext.flags == VDISK_EXTENT_DATA && vdisk_version() ? 0 : 1;
 }

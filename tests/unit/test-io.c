@@ -23,7 +23,7 @@ struct strict_state {
     uint32_t align;
     uint32_t max_io;
     bool native_zero;
-    unsigned violations;   /* requests that broke the contract */
+    unsigned violations; /* requests that broke the contract */
     unsigned zero_calls;
 };
 
@@ -107,7 +107,7 @@ static struct vd_dev *open_strict(uint32_t align, uint32_t max_io,
 {
     struct vd_dev *mem = open_mem(size);
     CHECK(mem != NULL);
-    strict_config = (struct strict_state){ align, max_io, native_zero, 0, 0 };
+    strict_config = (struct strict_state){align, max_io, native_zero, 0, 0};
     struct vd_dev *dev =
         vd_dev_open_driver(&strict_driver, "strict", 0, NULL, &mem, 1);
     CHECK(dev != NULL);
@@ -152,8 +152,8 @@ static void random_io_against_shadow(uint32_t align, uint32_t max_io,
             memcpy(shadow + off, buf, len);
             break;
         case 2:
-            CHECK(vd_zero(dev, len, off, (rng() & 1) ? VD_REQ_MAY_UNMAP : 0)
-                  == 0);
+            CHECK(vd_zero(dev, len, off, (rng() & 1) ? VD_REQ_MAY_UNMAP : 0) ==
+                  0);
             memset(shadow + off, 0, len);
             break;
         default:
@@ -209,7 +209,7 @@ TEST(readonly_refuses_writes)
 {
     struct vd_dev *dev = vd_dev_open_driver(vd_driver_find("mem"), "1M",
                                             VD_OPEN_RDONLY, NULL, NULL, 0);
-    uint8_t b[16] = { 0 };
+    uint8_t b[16] = {0};
     CHECK(vd_write(dev, b, 16, 0, 0) == -EPERM);
     CHECK(vd_zero(dev, 16, 0, 0) == -EPERM);
     CHECK(vd_discard(dev, 4096, 0) == -EPERM);
@@ -263,7 +263,7 @@ TEST(concurrent_unaligned_writes_sharing_blocks)
     pthread_t t[4];
     struct worker_arg args[4];
     for (unsigned i = 0; i < 4; i++) {
-        args[i] = (struct worker_arg){ dev, i };
+        args[i] = (struct worker_arg){dev, i};
         CHECK(pthread_create(&t[i], NULL, interleaved_writer, &args[i]) == 0);
     }
     for (unsigned i = 0; i < 4; i++) {
@@ -361,7 +361,7 @@ TEST(mem_truncate)
 
 TEST(buf_is_zero)
 {
-    uint8_t b[100] = { 0 };
+    uint8_t b[100] = {0};
     CHECK(vd_buf_is_zero(b, 0));
     CHECK(vd_buf_is_zero(b, sizeof(b)));
     for (size_t i = 0; i < sizeof(b); i++) {

@@ -385,12 +385,12 @@ TEST(qdict_order)
     vd_json_add_uint(info, "virtual-size", 8388608);
     vd_json_print(&sb, info);
     CHECK_STREQ(sb.str, "{\n"
-                "    \"virtual-size\": 8388608,\n"
-                "    \"filename\": \"t.raw\",\n"
-                "    \"format\": \"raw\",\n"
-                "    \"actual-size\": 200704,\n"
-                "    \"dirty-flag\": false\n"
-                "}");
+                        "    \"virtual-size\": 8388608,\n"
+                        "    \"filename\": \"t.raw\",\n"
+                        "    \"format\": \"raw\",\n"
+                        "    \"actual-size\": 200704,\n"
+                        "    \"dirty-flag\": false\n"
+                        "}");
     vd_strbuf_free(&sb);
     vd_json_free(info);
 }

@@ -639,9 +639,9 @@ TEST(header_cluster_encode)
 
     /* Clusters of 4 KiB and less get no feature name table (qemu-img). */
     h.cluster_bits = 12;
-    CHECK_EQ_U64(qcow2_header_cluster_encode(&h, NULL, "data.raw", NULL,
-                                             cluster, 4096),
-                 0);
+    CHECK_EQ_U64(
+        qcow2_header_cluster_encode(&h, NULL, "data.raw", NULL, cluster, 4096),
+        0);
     CHECK_EQ_U64(vd_get_be(cluster + 112, 4), QCOW2_EXT_DATA_FILE);
     CHECK_EQ_U64(vd_get_be(cluster + 116, 4), 8);
     CHECK(memcmp(cluster + 120, "data.raw", 8) == 0);
@@ -653,9 +653,9 @@ TEST(header_cluster_encode)
     memset(name, 'x', 1000);
     name[1000] = '\0';
     h.cluster_bits = 9;
-    CHECK_EQ_U64(qcow2_header_cluster_encode(&h, "raw", NULL, name, cluster,
-                                             512),
-                 -ENOSPC);
+    CHECK_EQ_U64(
+        qcow2_header_cluster_encode(&h, "raw", NULL, name, cluster, 512),
+        -ENOSPC);
 }
 
 TEST(compress)
@@ -669,9 +669,8 @@ TEST(compress)
         int64_t n = qcow2_compress(type, packed, sizeof(packed) - 1, plain,
                                    sizeof(plain));
         CHECK(n > 0 && n < 4096);
-        CHECK_EQ_U64(qcow2_decompress(type, out, sizeof(out), packed,
-                                      (size_t)n),
-                     0);
+        CHECK_EQ_U64(
+            qcow2_decompress(type, out, sizeof(out), packed, (size_t)n), 0);
         CHECK(memcmp(out, plain, sizeof(out)) == 0);
     }
     /* Data that does not shrink. */

@@ -55,7 +55,8 @@ bool cli_parse_size(const char *what, const char *text, uint64_t *out)
     }
     if (ret < 0) {
         cli_error("Invalid %s '%s': use a number with an optional suffix "
-                  "k, M, G, T, P or E", what, text);
+                  "k, M, G, T, P or E",
+                  what, text);
         return false;
     }
     return true;
@@ -80,9 +81,9 @@ bool cli_parse_cache(const char *text, unsigned *open_flags)
         const char *name;
         unsigned flags;
     } modes[] = {
-        { "none", VD_OPEN_DIRECT },  { "directsync", VD_OPEN_DIRECT },
-        { "writeback", 0 },          { "writethrough", 0 },
-        { "unsafe", VD_OPEN_UNSAFE },
+        {"none", VD_OPEN_DIRECT},   {"directsync", VD_OPEN_DIRECT},
+        {"writeback", 0},           {"writethrough", 0},
+        {"unsafe", VD_OPEN_UNSAFE},
     };
     for (size_t i = 0; i < VD_ARRAY_SIZE(modes); i++) {
         if (strcmp(text, modes[i].name) == 0) {
@@ -91,7 +92,8 @@ bool cli_parse_cache(const char *text, unsigned *open_flags)
         }
     }
     cli_error("Invalid cache mode '%s' (none, writeback, writethrough, "
-              "directsync, unsafe)", text);
+              "directsync, unsafe)",
+              text);
     return false;
 }
 

@@ -12,8 +12,8 @@
 #include "util/compiler.h"
 
 /* Exit codes shared by all commands (compare and check add their own). */
-#define CLI_EXIT_OK    0
-#define CLI_EXIT_FAIL  1
+#define CLI_EXIT_OK   0
+#define CLI_EXIT_FAIL 1
 
 /* Every command: argv[0] is the command name. Returns the exit code. */
 int cmd_create(int argc, char **argv);

@@ -92,7 +92,8 @@ static int print_option_help(const char *fmt, bool have_dst)
     }
     if (!drv->create) {
         return cli_error("Format driver '%s' does not support image "
-                         "creation", fmt);
+                         "creation",
+                         fmt);
     }
     return cli_print_option_help(drv, !have_dst);
 }

@@ -32,15 +32,15 @@ enum {
 };
 
 /* Which options a subcommand takes. */
-#define ACCEPT_UUID     (1u << 0)   /* -u: the new device's, or a lookup */
-#define ACCEPT_DEVNO    (1u << 1)   /* -j, -m, --device: lookup */
-#define ACCEPT_TABLE    (1u << 2)   /* --table, -r */
-#define ACCEPT_NOTABLE  (1u << 3)
-#define ACCEPT_SUSPEND  (1u << 4)   /* --noflush, --nolockfs */
-#define ACCEPT_REMOVE   (1u << 5)   /* -f, --deferred */
-#define ACCEPT_SETUUID  (1u << 6)
-#define ACCEPT_TARGET   (1u << 7)   /* ls --target */
-#define ACCEPT_LOOKUP   (ACCEPT_UUID | ACCEPT_DEVNO)
+#define ACCEPT_UUID    (1u << 0) /* -u: the new device's, or a lookup */
+#define ACCEPT_DEVNO   (1u << 1) /* -j, -m, --device: lookup */
+#define ACCEPT_TABLE   (1u << 2) /* --table, -r */
+#define ACCEPT_NOTABLE (1u << 3)
+#define ACCEPT_SUSPEND (1u << 4) /* --noflush, --nolockfs */
+#define ACCEPT_REMOVE  (1u << 5) /* -f, --deferred */
+#define ACCEPT_SETUUID (1u << 6)
+#define ACCEPT_TARGET  (1u << 7) /* ls --target */
+#define ACCEPT_LOOKUP  (ACCEPT_UUID | ACCEPT_DEVNO)
 
 struct kernel_opts {
     const char *uuid;
@@ -49,16 +49,16 @@ struct kernel_opts {
     bool readonly, notable, noflush, nolockfs, force, deferred;
     bool has_major, has_minor;
     uint32_t major, minor;
-    struct vd_strbuf table;          /* the --table lines */
+    struct vd_strbuf table; /* the --table lines */
 };
 
 struct kernel_sub {
     const char *name;
-    const char *args;                /* the operands, for messages */
+    const char *args; /* the operands, for messages */
     unsigned accept;
-    int min_args, max_args;          /* max -1: any number */
-    int (*run)(const struct kernel_sub *sub, struct kernel_opts *o,
-               int argc, char **argv);
+    int min_args, max_args; /* max -1: any number */
+    int (*run)(const struct kernel_sub *sub, struct kernel_opts *o, int argc,
+               char **argv);
 };
 
 static const struct option long_options[] = {
@@ -129,17 +129,24 @@ static int take_option(const struct kernel_sub *sub, int c, char **argv,
         int c;
         unsigned accept;
     } needs[] = {
-        {'u', ACCEPT_UUID}, {'r', ACCEPT_TABLE}, {'f', ACCEPT_REMOVE},
-        {'j', ACCEPT_DEVNO}, {'m', ACCEPT_DEVNO}, {OPT_DEVICE, ACCEPT_DEVNO},
-        {OPT_NOTABLE, ACCEPT_NOTABLE}, {OPT_TABLE, ACCEPT_TABLE},
-        {OPT_NOFLUSH, ACCEPT_SUSPEND}, {OPT_NOLOCKFS, ACCEPT_SUSPEND},
-        {OPT_DEFERRED, ACCEPT_REMOVE}, {OPT_SETUUID, ACCEPT_SETUUID},
+        {'u', ACCEPT_UUID},
+        {'r', ACCEPT_TABLE},
+        {'f', ACCEPT_REMOVE},
+        {'j', ACCEPT_DEVNO},
+        {'m', ACCEPT_DEVNO},
+        {OPT_DEVICE, ACCEPT_DEVNO},
+        {OPT_NOTABLE, ACCEPT_NOTABLE},
+        {OPT_TABLE, ACCEPT_TABLE},
+        {OPT_NOFLUSH, ACCEPT_SUSPEND},
+        {OPT_NOLOCKFS, ACCEPT_SUSPEND},
+        {OPT_DEFERRED, ACCEPT_REMOVE},
+        {OPT_SETUUID, ACCEPT_SETUUID},
         {OPT_TARGET, ACCEPT_TARGET},
     };
     for (size_t i = 0; i < VD_ARRAY_SIZE(needs); i++) {
         if (needs[i].c == c && !(sub->accept & needs[i].accept)) {
-            return cli_usage_error("%s: option '%s' does not apply",
-                                   sub->name, argv[optind - 1]);
+            return cli_usage_error("%s: option '%s' does not apply", sub->name,
+                                   argv[optind - 1]);
         }
     }
     switch (c) {
@@ -166,8 +173,8 @@ static int take_option(const struct kernel_sub *sub, int c, char **argv,
     case OPT_DEVICE:
         if (!parse_devno(optarg, o)) {
             return cli_usage_error("invalid device number '%s' (expected "
-                                   "MAJOR:MINOR, at most %u:%u)", optarg,
-                                   DM_MAX_MAJOR, DM_MAX_MINOR);
+                                   "MAJOR:MINOR, at most %u:%u)",
+                                   optarg, DM_MAX_MAJOR, DM_MAX_MINOR);
         }
         return -1;
     case OPT_NOTABLE:
@@ -237,9 +244,9 @@ static int print_output(struct vd_strbuf *out)
  * or NAME is not a valid name. With optional, naming none is fine and
  * *any says whether one was named.
  */
-static bool device_id(const struct kernel_sub *sub,
-                      const struct kernel_opts *o, const char *name,
-                      bool optional, struct dm_dev_id *id, bool *any)
+static bool device_id(const struct kernel_sub *sub, const struct kernel_opts *o,
+                      const char *name, bool optional, struct dm_dev_id *id,
+                      bool *any)
 {
     bool by_devno = o->has_major || o->has_minor;
     int given = (name != NULL) + (o->uuid != NULL) + by_devno;
@@ -247,7 +254,8 @@ static bool device_id(const struct kernel_sub *sub,
     *any = given > 0;
     if (given > 1) {
         cli_usage_error("%s: give a NAME, -u UUID or a device number, not "
-                        "several", sub->name);
+                        "several",
+                        sub->name);
         return false;
     }
     if (given == 0 && !optional) {
@@ -256,7 +264,8 @@ static bool device_id(const struct kernel_sub *sub,
     }
     if (by_devno && !(o->has_major && o->has_minor)) {
         cli_usage_error("%s: a device number needs both -j MAJOR and "
-                        "-m MINOR", sub->name);
+                        "-m MINOR",
+                        sub->name);
         return false;
     }
     if (name && dm_check_name(name) < 0) {
@@ -342,8 +351,7 @@ static int run_create(const struct kernel_sub *sub, struct kernel_opts *o,
     struct dm_control *ctl = open_control();
     int ret = CLI_EXIT_FAIL;
     if (ctl) {
-        ret = done(t ? dm_create_and_load(ctl, argv[0], o->uuid, t,
-                                          o->readonly)
+        ret = done(t ? dm_create_and_load(ctl, argv[0], o->uuid, t, o->readonly)
                      : dm_create(ctl, argv[0], o->uuid, o->readonly));
     }
     dm_table_free(t);
@@ -441,8 +449,7 @@ static int run_rename(const struct kernel_sub *sub, struct kernel_opts *o,
         return CLI_EXIT_FAIL;
     }
     if ((argc > 1) == (o->setuuid != NULL)) {
-        return cli_usage_error("%s: give NEWNAME or --setuuid UUID",
-                               sub->name);
+        return cli_usage_error("%s: give NEWNAME or --setuuid UUID", sub->name);
     }
     if (argc > 1 && dm_check_name(argv[1]) < 0) {
         return cli_usage_error("%s", vd_err_message());
@@ -463,8 +470,8 @@ static int print_reply(char *reply)
     int ret = CLI_EXIT_OK;
     if (reply && reply[0]) {
         bool newline = reply[strlen(reply) - 1] == '\n';
-        if (fputs(reply, stdout) == EOF ||
-            (!newline && putchar('\n') == EOF) || fflush(stdout) == EOF) {
+        if (fputs(reply, stdout) == EOF || (!newline && putchar('\n') == EOF) ||
+            fflush(stdout) == EOF) {
             ret = cli_error("cannot write output");
         }
     }
@@ -591,20 +598,20 @@ static int add_info(struct dm_control *ctl, const struct dm_dev_id *id,
     vd_strbuf_addf(out, "State:             %s%s%s\n",
                    info.flags & DM_SUSPEND_FLAG ? "SUSPENDED" : "ACTIVE",
                    info.flags & DM_READONLY_FLAG ? " (READ-ONLY)" : "",
-                   info.flags & DM_DEFERRED_REMOVE ? " (DEFERRED REMOVE)"
-                                                   : "");
+                   info.flags & DM_DEFERRED_REMOVE ? " (DEFERRED REMOVE)" : "");
     if (read_ahead(info.dev, &ra)) {
         vd_strbuf_addf(out, "Read Ahead:        %u\n", ra);
     }
-    vd_strbuf_addf(out, "Tables present:    %s%s%s\n",
-                   live ? "LIVE" : "", live && inactive ? " & " : "",
-                   inactive ? "INACTIVE" : live ? "" : "None");
+    vd_strbuf_addf(out, "Tables present:    %s%s%s\n", live ? "LIVE" : "",
+                   live && inactive ? " & " : "",
+                   inactive ? "INACTIVE"
+                   : live   ? ""
+                            : "None");
     vd_strbuf_addf(out, "Open count:        %d\n", (int)info.open_count);
     vd_strbuf_addf(out, "Event number:      %" PRIu32 "\n", info.event_nr);
     vd_strbuf_addf(out, "Major, minor:      %u, %u\n", dm_dev_major(info.dev),
                    dm_dev_minor(info.dev));
-    vd_strbuf_addf(out, "Number of targets: %" PRIu32 "\n",
-                   info.target_count);
+    vd_strbuf_addf(out, "Number of targets: %" PRIu32 "\n", info.target_count);
     if (info.uuid[0]) {
         vd_strbuf_addf(out, "UUID: %s\n", info.uuid);
     }
@@ -699,8 +706,8 @@ static int userspace_table_status(const struct kernel_sub *sub,
     return ret < 0 ? cli_lib_error() : print_text(text);
 }
 
-static int run_table_status(const struct kernel_sub *sub,
-                            struct kernel_opts *o, int argc, char **argv)
+static int run_table_status(const struct kernel_sub *sub, struct kernel_opts *o,
+                            int argc, char **argv)
 {
     if (is_userspace_spec(argc, argv)) {
         return userspace_table_status(sub, argv[0]);
@@ -724,8 +731,8 @@ static int has_target(struct dm_control *ctl, const char *name,
     return ret;
 }
 
-static int run_ls(const struct kernel_sub *sub, struct kernel_opts *o,
-                  int argc, char **argv)
+static int run_ls(const struct kernel_sub *sub, struct kernel_opts *o, int argc,
+                  char **argv)
 {
     (void)sub;
     (void)argc;
@@ -816,8 +823,7 @@ static int run_version(const struct kernel_sub *sub, struct kernel_opts *o,
 static const struct kernel_sub kernel_subs[] = {
     {"create", "NAME [TABLEFILE]", ACCEPT_UUID | ACCEPT_TABLE | ACCEPT_NOTABLE,
      1, 2, run_create},
-    {"load", "NAME [TABLEFILE]", ACCEPT_LOOKUP | ACCEPT_TABLE, 1, 2,
-     run_load},
+    {"load", "NAME [TABLEFILE]", ACCEPT_LOOKUP | ACCEPT_TABLE, 1, 2, run_load},
     {"suspend", "NAME", ACCEPT_LOOKUP | ACCEPT_SUSPEND, 0, 1, run_state},
     {"resume", "NAME", ACCEPT_LOOKUP, 0, 1, run_state},
     {"remove", "NAME", ACCEPT_LOOKUP | ACCEPT_REMOVE, 0, 1, run_state},
@@ -847,10 +853,9 @@ int cmd_dm_kernel(int argc, char **argv, const char *usage)
     struct kernel_opts o = {.table = VD_STRBUF_INIT};
     int c, ret = -1;
     opterr = 0;
-    optind = 0;   /* glibc: start afresh, permuting again after "+" */
-    while (ret < 0 &&
-           (c = getopt_long(argc, argv, ":hu:rfj:m:", long_options, NULL)) !=
-               -1) {
+    optind = 0; /* glibc: start afresh, permuting again after "+" */
+    while (ret < 0 && (c = getopt_long(argc, argv, ":hu:rfj:m:", long_options,
+                                       NULL)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
             ret = CLI_EXIT_OK;

@@ -25,23 +25,22 @@
 
 /* How a subcommand opens the store. */
 enum store_mode {
-    STORE_NONE,   /* it opens the device itself                         */
+    STORE_NONE, /* it opens the device itself                         */
     STORE_RDONLY,
-    STORE_RDWR,   /* flushed, with the error reported, before the close */
-    STORE_CHECK,  /* read-only; a corrupt store is VOLUME_EXIT_CORRUPT  */
+    STORE_RDWR,  /* flushed, with the error reported, before the close */
+    STORE_CHECK, /* read-only; a corrupt store is VOLUME_EXIT_CORRUPT  */
 };
 
 struct subcommand {
     const char *name;
     const char *args;
     const char *help;
-    int nargs;            /* operands, DEVICE first                     */
-    bool json;            /* takes --output                             */
+    int nargs; /* operands, DEVICE first                     */
+    bool json; /* takes --output                             */
     enum store_mode mode;
     /* Does the work on the open store (NULL for STORE_NONE); args are the
      * operands after DEVICE. Returns the exit status. */
-    int (*act)(struct dbs_store *s, const char *path, char **args,
-               bool json);
+    int (*act)(struct dbs_store *s, const char *path, char **args, bool json);
 };
 
 static const char usage_text[] =
@@ -95,8 +94,7 @@ static int parse(const struct subcommand *sub, int argc, char **argv,
         }
     }
     if (argc - optind < sub->nargs) {
-        return cli_usage_error("'volume %s' expects %s", sub->name,
-                               sub->args);
+        return cli_usage_error("'volume %s' expects %s", sub->name, sub->args);
     }
     if (argc - optind > sub->nargs) {
         return cli_usage_error("unexpected argument '%s'",
@@ -108,8 +106,7 @@ static int parse(const struct subcommand *sub, int argc, char **argv,
 /* Exit status of a store operation: its error, if any, on one line. */
 static int result(const char *path, int ret)
 {
-    return ret < 0 ? cli_error("%s: %s", path, vd_err_message())
-                   : CLI_EXIT_OK;
+    return ret < 0 ? cli_error("%s: %s", path, vd_err_message()) : CLI_EXIT_OK;
 }
 
 static bool parse_snapshot_id(const char *text, uint16_t *id)
@@ -226,8 +223,7 @@ static int act_list(struct dbs_store *s, const char *path, char **args,
         vd_json_add_uint(root, "extent-offset", s->geo.extent_offset);
         vd_json_add_uint(root, "data-offset", s->geo.data_offset);
         vd_json_add_uint(root, "total-extents", s->geo.nr_extents);
-        vd_json_add_uint(root, "allocated-extents",
-                         s->sb.allocated_extents);
+        vd_json_add_uint(root, "allocated-extents", s->sb.allocated_extents);
         vd_json_add_uint(root, "used-extents", s->nr_used);
         struct vd_json *arr = vd_json_add_array(root, "volumes");
         for (unsigned v = 0; v < DBS_MAX_VOLUMES; v++) {
@@ -243,8 +239,8 @@ static int act_list(struct dbs_store *s, const char *path, char **args,
            vd_format_size(s->geo.device_size, size_buf, sizeof(size_buf)),
            s->geo.device_size);
     printf("extents: %" PRIu32 " total, %" PRIu32 " allocated, %" PRIu32
-           " in use\n", s->geo.nr_extents, s->sb.allocated_extents,
-           s->nr_used);
+           " in use\n",
+           s->geo.nr_extents, s->sb.allocated_extents, s->nr_used);
     printf("volumes: %u\n", nr_vols);
     if (nr_vols) {
         printf("%-24s %12s %9s %9s  %s\n", "NAME", "SIZE", "SNAPSHOT",
@@ -258,8 +254,8 @@ static int act_list(struct dbs_store *s, const char *path, char **args,
         uint16_t id = s->vols[v].snapshot_id;
         format_time(s->snaps[id - 1].created_at, when, sizeof(when));
         printf("%-24s %12s %9u %9u  %s\n", s->vols[v].name,
-               vd_format_size(s->vols[v].size, size_buf, sizeof(size_buf)),
-               id, dbs_volume_chain(s, v, NULL, 0), when);
+               vd_format_size(s->vols[v].size, size_buf, sizeof(size_buf)), id,
+               dbs_volume_chain(s, v, NULL, 0), when);
     }
     return flush_stdout();
 }
@@ -376,8 +372,8 @@ static int act_vacuum(struct dbs_store *s, const char *path, char **args,
         return print_json(root);
     }
     printf("vacuum: moved %" PRIu32 " extents, freed %" PRIu32 ", device "
-           "now uses %" PRIu32 " of %" PRIu32 " extents\n", st.moved,
-           st.freed, st.used, st.total);
+           "now uses %" PRIu32 " of %" PRIu32 " extents\n",
+           st.moved, st.freed, st.used, st.total);
     return flush_stdout();
 }
 
@@ -387,11 +383,11 @@ static const struct subcommand subcommands[] = {
      "block\ndevice). Everything on it is lost.",
      1, false, STORE_NONE, act_init},
     {"create", "DEVICE NAME SIZE",
-     "Create the thin volume NAME of SIZE bytes (rounded up to 1 MiB).",
-     3, false, STORE_RDWR, act_create},
+     "Create the thin volume NAME of SIZE bytes (rounded up to 1 MiB).", 3,
+     false, STORE_RDWR, act_create},
     {"list", "[--output=human|json] DEVICE",
-     "Show the device, its volumes and (with json) their snapshots.",
-     1, true, STORE_RDONLY, act_list},
+     "Show the device, its volumes and (with json) their snapshots.", 1, true,
+     STORE_RDONLY, act_list},
     {"info", "[--output=human|json] DEVICE NAME",
      "Show volume NAME and its snapshots, newest first, with parents and "
      "times.",
@@ -404,14 +400,14 @@ static const struct subcommand subcommands[] = {
      "Create volume NEWNAME as a copy of a snapshot. Copies every extent\n"
      "the snapshot sees, so it costs as much as the data in it.",
      3, false, STORE_RDWR, act_clone},
-    {"delete", "DEVICE NAME", "Delete volume NAME with all its snapshots.",
-     2, false, STORE_RDWR, act_delete},
+    {"delete", "DEVICE NAME", "Delete volume NAME with all its snapshots.", 2,
+     false, STORE_RDWR, act_delete},
     {"delete-snapshot", "DEVICE ID",
      "Delete snapshot ID, merging its extents into the snapshot after it.\n"
      "A volume's current snapshot cannot be deleted.",
      2, false, STORE_RDWR, act_delete_snapshot},
-    {"rename", "DEVICE OLD NEW", "Rename volume OLD to NEW.",
-     3, false, STORE_RDWR, act_rename},
+    {"rename", "DEVICE OLD NEW", "Rename volume OLD to NEW.", 3, false,
+     STORE_RDWR, act_rename},
     {"check", "DEVICE",
      "Validate the metadata: owners exist, positions lie inside their\n"
      "volumes, no extent is claimed twice, counts agree. Exit status 0 when\n"
@@ -426,8 +422,7 @@ static const struct subcommand subcommands[] = {
 };
 
 /* The shared shape: options, open, the work, flush and close. */
-static int run_subcommand(const struct subcommand *sub, int argc,
-                          char **argv)
+static int run_subcommand(const struct subcommand *sub, int argc, char **argv)
 {
     bool json = false;
     int ret = parse(sub, argc, argv, sub->json ? &json : NULL);
@@ -439,8 +434,8 @@ static int run_subcommand(const struct subcommand *sub, int argc,
     if (sub->mode == STORE_NONE) {
         return sub->act(NULL, path, args, json);
     }
-    struct dbs_store *s = dbs_open_path(
-        path, sub->mode == STORE_RDWR ? 0 : DBS_OPEN_RDONLY);
+    struct dbs_store *s =
+        dbs_open_path(path, sub->mode == STORE_RDWR ? 0 : DBS_OPEN_RDONLY);
     if (!s) {
         cli_error("%s: %s", path, vd_err_message());
         return sub->mode == STORE_CHECK && vd_err_errno() == EUCLEAN
@@ -459,8 +454,7 @@ static int print_usage(FILE *out)
 {
     fputs(usage_text, out);
     for (size_t i = 0; i < VD_ARRAY_SIZE(subcommands); i++) {
-        fprintf(out, "  %-16s %s\n", subcommands[i].name,
-                subcommands[i].args);
+        fprintf(out, "  %-16s %s\n", subcommands[i].name, subcommands[i].args);
     }
     fputs(sub_help_tail, out);
     return CLI_EXIT_OK;

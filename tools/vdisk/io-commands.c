@@ -145,8 +145,8 @@ static int parse_off_count(char **argv, bool capped, const char *hint,
         return (int)*count;
     }
     if (capped && *count > IO_MAX_REQUEST) {
-        printf("length cannot exceed %" PRId64 "%s, given %s\n",
-               IO_MAX_REQUEST, hint, argv[1]);
+        printf("length cannot exceed %" PRId64 "%s, given %s\n", IO_MAX_REQUEST,
+               hint, argv[1]);
         return -EINVAL;
     }
     return 0;

@@ -247,7 +247,6 @@ const struct io_cmd io_image_commands[] = {
     {"message", NULL, message_run, 2, -1, false, "sector message...",
      "sends a device-mapper target message (dmsetup message)", NULL},
     {"status", NULL, status_run, 0, 0, false, NULL,
-     "prints the device-mapper status of each segment (dmsetup status)",
-     NULL},
+     "prints the device-mapper status of each segment (dmsetup status)", NULL},
     {NULL, NULL, NULL, 0, 0, false, NULL, NULL, NULL},
 };

@@ -37,8 +37,8 @@ int progress_update(void *opaque, uint64_t done, uint64_t total)
 {
     struct progress *p = opaque;
     /* In hundredths of a percent; a 0-byte job is complete. */
-    int hundredths = total ? (int)((double)done * 10000.0 / (double)total)
-                         : 10000;
+    int hundredths =
+        total ? (int)((double)done * 10000.0 / (double)total) : 10000;
     if (p->mode != PROGRESS_NONE && hundredths != p->last_hundredths) {
         p->last_hundredths = hundredths;
         show(p, done, total, hundredths);

@@ -7,14 +7,17 @@
 #include "core/io.h"
 
 static const char *const raw_prealloc_choices[] = {
-    "off", "falloc", "full", NULL,
+    "off",
+    "falloc",
+    "full",
+    NULL,
 };
 
 static const struct vd_option raw_create_options[] = {
-    { "preallocation", VD_OPT_ENUM,
-      "Preallocation mode (allowed values: off, falloc, full)",
-      raw_prealloc_choices, 0, 0 },
-    { NULL, VD_OPT_STRING, NULL, NULL, 0, 0 },
+    {"preallocation", VD_OPT_ENUM,
+     "Preallocation mode (allowed values: off, falloc, full)",
+     raw_prealloc_choices, 0, 0},
+    {NULL, VD_OPT_STRING, NULL, NULL, 0, 0},
 };
 
 static int raw_probe(const uint8_t *head, size_t len)
