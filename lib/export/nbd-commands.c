@@ -24,8 +24,8 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "nbd-server.h"
-#include "nbd-wire.h"
 #include "util/checked.h"
+#include "util/nbd-wire.h"
 
 #define NBD_BUDGET         (64u << 20) /* payload bytes in flight      */
 #define NBD_MAX_EXTENTS    65536u      /* descriptors per BLOCK_STATUS */

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "nbd-server.h"
-#include "nbd-wire.h"
+#include "util/nbd-wire.h"
 
 /* Larger options are skipped and answered with NBD_REP_ERR_TOO_BIG. */
 #define NBD_MAX_OPTION_LEN (1u << 20)

@@ -1,9 +1,9 @@
-/* Unit tests for export/nbd-wire.h: layouts, decode/encode round trips and
+/* Unit tests for util/nbd-wire.h: layouts, decode/encode round trips and
  * bytes recorded from qemu-io talking to the server. */
 #include <stddef.h>
 
-#include "export/nbd-wire.h"
 #include "harness.h"
+#include "util/nbd-wire.h"
 
 /* A WRITE of 4096 bytes at offset 0 with FUA, as qemu-io sent it. */
 static const uint8_t qemu_io_write[28] = {

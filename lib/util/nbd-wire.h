@@ -5,8 +5,8 @@
  * the *_wire structs: requests are decoded into host-order structs by the
  * helpers at the end, and replies are encoded by them.
  */
-#ifndef VDISK_EXPORT_NBD_WIRE_H
-#define VDISK_EXPORT_NBD_WIRE_H
+#ifndef VDISK_UTIL_NBD_WIRE_H
+#define VDISK_UTIL_NBD_WIRE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -340,4 +340,4 @@ nbd_option_reply_make(uint32_t option, uint32_t reply, uint32_t len)
     return w;
 }
 
-#endif /* VDISK_EXPORT_NBD_WIRE_H */
+#endif /* VDISK_UTIL_NBD_WIRE_H */
