@@ -85,9 +85,8 @@ const char *vdisk_get_format(const struct vdisk *disk);
 /* Flags for the I/O calls. */
 #define VDISK_REQ_FUA       0x1u /* write reaches stable storage first  */
 #define VDISK_REQ_MAY_UNMAP 0x2u /* vdisk_zero may deallocate the range */
-#define VDISK_REQ_FAST_ZERO                      \
-    0x4u /* vdisk_zero fails with ENOTSUP rather \
-            than fall back to writing zeroes    */
+/* vdisk_zero fails with ENOTSUP rather than fall back to writing zeroes. */
+#define VDISK_REQ_FAST_ZERO 0x4u
 
 /* Read len bytes at off. The range must lie inside the device. */
 int vdisk_pread(struct vdisk *disk, void *buf, uint64_t len, uint64_t off,
@@ -112,11 +111,10 @@ int vdisk_flush(struct vdisk *disk);
 
 /* ---- Block status ---------------------------------------------------- */
 
-#define VDISK_EXTENT_DATA 0x1u /* holds data (reads may be non-zero)  */
-#define VDISK_EXTENT_ZERO 0x2u /* reads as zeroes                     */
-#define VDISK_EXTENT_PRESENT                                                 \
-    0x4u                              /* allocated in the image or a backing \
-                                         image (qemu-img map's "present")    */
+#define VDISK_EXTENT_DATA       0x1u /* holds data (reads may be non-zero)  */
+#define VDISK_EXTENT_ZERO       0x2u /* reads as zeroes                     */
+/* Allocated in the image or a backing image (qemu-img map's "present"). */
+#define VDISK_EXTENT_PRESENT    0x4u
 #define VDISK_EXTENT_OFFSET     0x8u  /* host_offset is valid                */
 #define VDISK_EXTENT_COMPRESSED 0x10u /* stored compressed                 */
 
@@ -165,9 +163,7 @@ int vdisk_create(const char *path, const char *format, uint64_t size,
  */
 typedef int (*vdisk_progress_fn)(void *opaque, uint64_t done, uint64_t total);
 
-#define VDISK_CONVERT_COMPRESS                                                \
-    0x1u                                   /* write compressed (if the format \
-                                              can)                          */
+#define VDISK_CONVERT_COMPRESS       0x1u  /* write compressed data */
 #define VDISK_CONVERT_NO_CREATE      0x2u  /* destination exists (-n)       */
 #define VDISK_CONVERT_TARGET_IS_ZERO 0x4u  /* destination reads as zeroes   */
 #define VDISK_CONVERT_SRC_DIRECT     0x8u  /* O_DIRECT on the source        */

@@ -75,10 +75,9 @@ struct vd_limits {
 #define VD_EXT_ZERO       0x2u /* reads as zeroes                           */
 #define VD_EXT_OFFSET     0x8u /* host_off/host are valid                   */
 #define VD_EXT_COMPRESSED 0x10u
-#define VD_EXT_ALLOCATED                               \
-    0x100u /* this layer defines the content; without  \
-              it, reads come from dev->backing (or are \
-              zeroes when there is none)              */
+/* This layer defines the content; without it, reads come from dev->backing
+ * (or are zeroes when there is none). */
+#define VD_EXT_ALLOCATED  0x100u
 
 struct vd_extent {
     uint64_t len;        /* bytes described, 1..requested length          */
