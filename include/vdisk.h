@@ -163,12 +163,19 @@ int vdisk_create(const char *path, const char *format, uint64_t size,
  */
 typedef int (*vdisk_progress_fn)(void *opaque, uint64_t done, uint64_t total);
 
-#define VDISK_CONVERT_COMPRESS       0x1u  /* write compressed data */
-#define VDISK_CONVERT_NO_CREATE      0x2u  /* destination exists (-n)       */
-#define VDISK_CONVERT_TARGET_IS_ZERO 0x4u  /* destination reads as zeroes   */
-#define VDISK_CONVERT_SRC_DIRECT     0x8u  /* O_DIRECT on the source        */
-#define VDISK_CONVERT_DST_DIRECT     0x10u /* O_DIRECT on the destination   */
-#define VDISK_CONVERT_UNORDERED      0x20u /* writes may be out of order    */
+#define VDISK_CONVERT_COMPRESS           0x1u /* write compressed data */
+#define VDISK_CONVERT_NO_CREATE          0x2u /* destination exists (-n)       */
+#define VDISK_CONVERT_TARGET_IS_ZERO     0x4u /* destination reads as zeroes   */
+#define VDISK_CONVERT_SRC_DIRECT         0x8u /* O_DIRECT on the source        */
+#define VDISK_CONVERT_DST_DIRECT         0x10u /* O_DIRECT on the destination   */
+#define VDISK_CONVERT_UNORDERED          0x20u /* writes may be out of order    */
+/* The destination has a backing file (qemu-img convert -B): copy only what
+ * the source's top layer defines. Set by vdisk_convert when dst_options
+ * give a new destination a backing file. */
+#define VDISK_CONVERT_TARGET_HAS_BACKING 0x40u
+/* Copy what cannot be read as zeroes, reporting each failed unit to
+ * read_error, instead of failing (qemu-img convert --salvage). */
+#define VDISK_CONVERT_SALVAGE            0x80u
 
 /*
  * Parameters for vdisk_convert. Zero-initialise, then set what you need;
@@ -186,6 +193,11 @@ struct vdisk_convert_params {
     unsigned workers;           /* parallel requests; 0 = default (4)     */
     vdisk_progress_fn progress; /* may be NULL                            */
     void *progress_opaque;
+    /* With VDISK_CONVERT_SALVAGE: called for each unit of the source at
+     * offset that could not be read (err is a negative errno); may be
+     * NULL. */
+    void (*read_error)(void *opaque, uint64_t offset, int err);
+    void *read_error_opaque;
 };
 
 /*

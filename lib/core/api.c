@@ -228,7 +228,12 @@ VD_EXPORT int vdisk_convert(const char *src_spec, const char *dst_spec,
         .workers = p->workers,
         .progress = p->progress,
         .progress_opaque = p->progress_opaque,
+        .read_error = p->read_error,
+        .read_error_opaque = p->read_error_opaque,
     };
+    if (!(p->flags & VDISK_CONVERT_NO_CREATE) && dst->backing) {
+        opts.flags |= VDISK_CONVERT_TARGET_HAS_BACKING;
+    }
     ret = vd_convert_copy(src, dst, &opts);
     if (ret == 0) {
         ret = vd_dev_publish(dst);

@@ -12,6 +12,9 @@ struct vd_convert_opts {
     unsigned workers;     /* 0: default                              */
     int (*progress)(void *opaque, uint64_t done, uint64_t total);
     void *progress_opaque;
+    /* SALVAGE: a unit at offset that could not be read (err < 0). */
+    void (*read_error)(void *opaque, uint64_t offset, int err);
+    void *read_error_opaque;
 };
 
 /*

@@ -464,3 +464,119 @@ def test_interrupt_keeps_existing_destination(vdisk, tmp, big_source):
     assert proc.wait(timeout=60) == 1
     assert read(dst) == old
     assert [p.name for p in tmp.iterdir()] == ["dst.raw"]
+
+
+
+@pytest.mark.parametrize("workers", ["1", "8"])
+def test_qcow2_written_in_guest_order(vdisk, tmp, workers):
+    """Without -W pieces are written in guest order however many run in
+    parallel, so the image is the one qemu-img writes, byte for byte."""
+    size, regions = LAYOUTS["scattered"]
+    src = tmp / "src.raw"
+    write_pattern_file(src, size, regions + [(20 * MiB, 3 * MiB)])
+    run_vdisk("convert", "-m", workers, "-O", "qcow2", src, tmp / "v.qcow2")
+    qemu_img("convert", "-f", "raw", "-O", "qcow2", src, tmp / "q.qcow2")
+    assert read(tmp / "v.qcow2") == read(tmp / "q.qcow2")
+
+# -B: the destination gets a backing file and only the source's top layer
+# is copied (qemu-img convert -B, or -o backing_file).
+
+def make_overlay(tmp):
+    """base.qcow2 with data, top.qcow2 over it with data, a zeroed range
+    and a range it leaves to the base."""
+    base = tmp / "base.qcow2"
+    qemu_img("create", "-f", "qcow2", base, "8M")
+    qemu_io("-f", "qcow2", "-c", "write -P 1 0 2M", "-c", "write -P 2 4M 2M",
+            base)
+    top = tmp / "top.qcow2"
+    qemu_img("create", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+    qemu_io("-f", "qcow2", "-c", "write -P 3 1M 1536k", "-c", "write -z 4M 64k",
+            "-c", "write -P 4 7M 4k", top)
+    return base, top
+
+
+@pytest.mark.parametrize("how", [["-B", "base.qcow2", "-F", "qcow2"],
+                                 ["-o", "backing_file=base.qcow2,"
+                                  "backing_fmt=qcow2"]])
+@pytest.mark.parametrize("compress", [[], ["-c"]])
+def test_backing_file_like_qemu(vdisk, tmp, how, compress):
+    """Byte for byte the image qemu-img makes: the top layer's clusters
+    (the zeroed range as zero clusters), nothing of the base."""
+    make_overlay(tmp)
+    os.chdir(tmp)  # the backing file name is relative, as users give it
+    run_vdisk("convert", *compress, "-O", "qcow2", *how, "top.qcow2", "v.qcow2")
+    qemu_img("convert", *compress, "-O", "qcow2", *how, "top.qcow2", "q.qcow2")
+    assert read(tmp / "v.qcow2") == read(tmp / "q.qcow2")
+    qemu_img("compare", "v.qcow2", "top.qcow2")
+    info = json.loads(qemu_img("info", "--output=json", "v.qcow2").stdout)
+    assert info["backing-filename"] == "base.qcow2"
+
+
+def test_backing_file_into_existing(vdisk, tmp):
+    """-n -B copies only the top layer into an existing image."""
+    base, top = make_overlay(tmp)
+    dst = tmp / "dst.qcow2"
+    qemu_img("create", "-f", "qcow2", "-b", base, "-F", "qcow2", dst)
+    run_vdisk("convert", "-n", "-O", "qcow2", "-B", base, top, dst)
+    qemu_img("compare", dst, top)
+    alloc = json.loads(qemu_img("map", "--output=json", dst).stdout)
+    top_only = [(e["start"], e["length"]) for e in alloc if e["depth"] == 0]
+    assert top_only == [(MiB, 1536 * 1024), (4 * MiB, 65536),
+                        (7 * MiB, 65536)]
+
+
+@pytest.mark.parametrize("args", [["-F", "qcow2"],
+                                  ["-O", "raw", "-B", "base.qcow2",
+                                   "-F", "qcow2"]])
+def test_backing_file_errors(vdisk, tmp, args):
+    make_overlay(tmp)
+    os.chdir(tmp)
+    r = run_vdisk("convert", *args, "top.qcow2", "out", expect_rc=1)
+    one_error_line(r, "convert")
+    assert not (tmp / "out").exists()
+
+
+# --salvage: what cannot be read is copied as zeroes, with a warning.
+
+def error_table(tmp, src, bad_sectors):
+    """A dm table over src whose sectors in bad_sectors fail to read."""
+    sectors = os.path.getsize(src) // 512
+    lines, pos = [], 0
+    for bad in sorted(bad_sectors):
+        if bad > pos:
+            lines.append(f"{pos} {bad - pos} linear {src} {pos}")
+        lines.append(f"{bad} 1 error")
+        pos = bad + 1
+    lines.append(f"{pos} {sectors - pos} linear {src} {pos}")
+    table = tmp / "bad.table"
+    table.write_text("\n".join(lines) + "\n")
+    return f"dm:{table}"
+
+
+@pytest.mark.parametrize("fmt", [["-O", "raw"], ["-O", "qcow2", "-c"]])
+def test_salvage(vdisk, tmp, fmt):
+    src = tmp / "src.raw"
+    write_pattern_file(src, 4 * MiB, [(0, 4 * MiB)])
+    bad = [2050, 4097, 4098]
+    spec = error_table(tmp, src, bad)
+    r = run_vdisk("convert", "--salvage", *fmt, spec, tmp / "out")
+    warned = sorted(int(line.rsplit("offset ", 1)[1].split(":")[0])
+                    for line in r.stderr.splitlines())
+    assert warned == [s * 512 for s in bad]
+    assert all(line.startswith("vdisk convert: warning: error while reading "
+                               "offset ") and line.endswith("Input/output error")
+               for line in r.stderr.splitlines())
+    expect = bytearray(read(src))
+    for s in bad:
+        expect[s * 512:(s + 1) * 512] = bytes(512)
+    qemu_img("convert", "-O", "raw", tmp / "out", tmp / "out.raw")
+    assert read(tmp / "out.raw") == bytes(expect)
+
+
+def test_without_salvage_read_errors_fail(vdisk, tmp):
+    src = tmp / "src.raw"
+    write_pattern_file(src, MiB, [(0, MiB)])
+    r = run_vdisk("convert", "-O", "raw", error_table(tmp, src, [100]),
+                  tmp / "out", expect_rc=1)
+    one_error_line(r, "convert")
+    assert not (tmp / "out").exists()

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,15 +25,15 @@
 #define MAX_SPARSE_SIZE (16u << 20) /* qemu-img's limit for -S      */
 #define MAX_WORKERS     16          /* qemu-img's limit for -m      */
 
-enum { OPT_TARGET_IS_ZERO = 256, OPT_PROGRESS };
+enum { OPT_TARGET_IS_ZERO = 256, OPT_PROGRESS, OPT_SALVAGE };
 
 static void usage(void)
 {
     printf(
-        "Usage: vdisk convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p]\n"
-        "         [--progress=human|json] [-S SPARSE_SIZE] [-n]\n"
-        "         [--target-is-zero] [-W] [-m N] [-t CACHE] [-T SRC_CACHE]\n"
-        "         [-q] SRC DST\n"
+        "Usage: vdisk convert [-f FMT] [-O FMT] [-o OPTIONS] [-B BACKING\n"
+        "         [-F BACKING_FMT]] [-c] [-p] [--progress=human|json]\n"
+        "         [-S SPARSE_SIZE] [-n] [--target-is-zero] [--salvage] [-W]\n"
+        "         [-m N] [-t CACHE] [-T SRC_CACHE] [-q] SRC DST\n"
         "Copy the guest data of image SRC into a new image DST.\n"
         "\n"
         "  -f, --source-format FMT   format of SRC (default: probed)\n"
@@ -40,6 +41,11 @@ static void usage(void)
         "  -o, --target-format-options OPTIONS\n"
         "                            creation options for DST ('-o help' "
         "lists them)\n"
+        "  -B, --backing FILE        DST gets FILE as its backing file; "
+        "copy only what\n"
+        "                            SRC's top layer holds (as with -o "
+        "backing_file)\n"
+        "  -F, --backing-format FMT  format of the backing file of -B\n"
         "  -c, --compress            write compressed data (formats that "
         "can)\n"
         "  -p                        show progress on stdout\n"
@@ -50,6 +56,8 @@ static void usage(void)
         "                            (default 4k; 0 allocates every byte)\n"
         "  -n, --no-create           DST exists already: write into it\n"
         "  --target-is-zero          DST reads as zeroes already (needs -n)\n"
+        "  --salvage                 copy what cannot be read as zeroes, "
+        "with a warning\n"
         "  -W, --oob-writes          allow out-of-order writes\n"
         "  -m, --parallel N          parallel requests, 1 to 16 (default: "
         "4)\n"
@@ -84,6 +92,23 @@ static bool add_options(struct vd_strbuf *opts, const char *list)
     return true;
 }
 
+/* Add KEY=VALUE to the -o list, doubling the commas VALUE holds. */
+static bool add_option_value(struct vd_strbuf *opts, const char *key,
+                             const char *value)
+{
+    struct vd_strbuf item = VD_STRBUF_INIT;
+    vd_strbuf_addf(&item, "%s=", key);
+    for (const char *c = value; *c; c++) {
+        if (*c == ',') {
+            vd_strbuf_addc(&item, ',');
+        }
+        vd_strbuf_addc(&item, *c);
+    }
+    bool ok = item.str && add_options(opts, item.str);
+    vd_strbuf_free(&item);
+    return ok;
+}
+
 static int print_option_help(const char *fmt, bool have_dst)
 {
     const struct vd_driver *drv = vd_driver_find_kind(fmt, VD_KIND_FORMAT);
@@ -100,8 +125,9 @@ static int print_option_help(const char *fmt, bool have_dst)
 
 struct convert_args {
     const char *src_fmt, *dst_fmt, *src, *dst;
-    char *options;               /* -o list, or NULL */
-    unsigned src_open, dst_open; /* VD_OPEN_DIRECT from -T / -t */
+    const char *backing, *backing_fmt; /* -B, -F */
+    char *options;                     /* -o list, or NULL */
+    unsigned src_open, dst_open;       /* VD_OPEN_DIRECT from -T / -t */
     struct vd_convert_opts copy;
     bool dst_fmt_given, no_create, quiet;
     enum progress_mode progress;
@@ -149,6 +175,9 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
         {"sparse-size", required_argument, NULL, 'S'},
         {"no-create", no_argument, NULL, 'n'},
         {"target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO},
+        {"backing", required_argument, NULL, 'B'},
+        {"backing-format", required_argument, NULL, 'F'},
+        {"salvage", no_argument, NULL, OPT_SALVAGE},
         {"oob-writes", no_argument, NULL, 'W'},
         {"parallel", required_argument, NULL, 'm'},
         {"target-cache", required_argument, NULL, 't'},
@@ -162,7 +191,7 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
     int c;
 
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":hf:O:o:cpS:nWm:t:T:Uq", longopts,
+    while ((c = getopt_long(argc, argv, ":hf:O:o:B:F:cpS:nWm:t:T:Uq", longopts,
                             NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -207,6 +236,15 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
         case OPT_TARGET_IS_ZERO:
             a->copy.flags |= VDISK_CONVERT_TARGET_IS_ZERO;
             break;
+        case 'B':
+            a->backing = optarg;
+            break;
+        case 'F':
+            a->backing_fmt = optarg;
+            break;
+        case OPT_SALVAGE:
+            a->copy.flags |= VDISK_CONVERT_SALVAGE;
+            break;
         case 'W':
             a->copy.flags |= VDISK_CONVERT_UNORDERED;
             break;
@@ -243,6 +281,22 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
     }
     if ((a->copy.flags & VDISK_CONVERT_TARGET_IS_ZERO) && !a->no_create) {
         return cli_usage_error("--target-is-zero requires use of -n");
+    }
+    if (a->backing_fmt && !a->backing) {
+        return cli_usage_error("-F needs a backing file (-B)");
+    }
+    if (a->backing && (a->copy.flags & VDISK_CONVERT_TARGET_IS_ZERO)) {
+        return cli_usage_error("--target-is-zero cannot be used with a "
+                               "backing file (-B)");
+    }
+    /* -B is the backing_file creation option, as in qemu-img. */
+    if (a->backing && !a->no_create) {
+        if (!add_option_value(options, "backing_file", a->backing) ||
+            (a->backing_fmt &&
+             !add_option_value(options, "backing_fmt", a->backing_fmt))) {
+            return CLI_EXIT_FAIL;
+        }
+        have_options = true;
     }
     int nargs = argc - optind;
     if (have_options && cli_wants_option_help(options->str)) {
@@ -288,6 +342,16 @@ static struct vd_dev *open_destination(const struct convert_args *a,
     return vd_dev_open_spec(a->dst, fmt, a->dst_open);
 }
 
+/* --salvage: one warning per unit that could not be read (qemu-img's). */
+static void warn_read_error(void *opaque, uint64_t offset, int err)
+{
+    (void)opaque;
+    fprintf(stderr,
+            "vdisk convert: warning: error while reading offset %" PRIu64
+            ": %s\n",
+            offset, strerror(-err));
+}
+
 int cmd_convert(int argc, char **argv)
 {
     struct convert_args a = {
@@ -325,6 +389,10 @@ int cmd_convert(int argc, char **argv)
         cli_error("output file is smaller than input file");
         goto out;
     }
+    if (a.backing || (!a.no_create && dst->backing)) {
+        a.copy.flags |= VDISK_CONVERT_TARGET_HAS_BACKING;
+    }
+    a.copy.read_error = warn_read_error;
     int err = vd_convert_copy(src, dst, &a.copy);
     if (err == 0 && cli_interrupted()) {
         err = vd_err(ECANCELED, "Operation cancelled");
