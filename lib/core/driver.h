@@ -115,6 +115,7 @@ enum vd_snapshot_op {
     VD_SNAPSHOT_CREATE,
     VD_SNAPSHOT_APPLY,
     VD_SNAPSHOT_DELETE,
+    VD_SNAPSHOT_LOAD,
 };
 
 struct vd_driver {
@@ -261,8 +262,10 @@ struct vd_driver {
      * what the snapshot with ID `name`, else the first one named `name`,
      * recorded; DELETE removes the first snapshot named `name` and frees
      * what only it used. -ENOENT when no snapshot matches. The node is
-     * writable and idle. Returns 0 or -errno with the error set. NULL: no
-     * internal snapshots.
+     * writable and idle. LOAD makes a read-only node read what the
+     * snapshot (ID, else name) recorded, in memory only, keeping the size
+     * (qemu-img convert -l). Returns 0 or -errno with the error set. NULL:
+     * no internal snapshots.
      */
     int (*snapshot)(struct vd_dev *dev, enum vd_snapshot_op op,
                     const char *name);

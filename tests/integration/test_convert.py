@@ -580,3 +580,48 @@ def test_without_salvage_read_errors_fail(vdisk, tmp):
                   tmp / "out", expect_rc=1)
     one_error_line(r, "convert")
     assert not (tmp / "out").exists()
+
+
+# -l: copy an internal snapshot.
+
+def make_snapshots(tmp):
+    """img.qcow2 with snapshots s1 (pattern 1) and s2 (pattern 2 over part
+    of it), then written again (pattern 3)."""
+    img = tmp / "img.qcow2"
+    qemu_img("create", "-f", "qcow2", img, "4M")
+    qemu_io("-f", "qcow2", "-c", "write -P 1 0 2M", img)
+    qemu_img("snapshot", "-c", "s1", img)
+    qemu_io("-f", "qcow2", "-c", "write -P 2 1M 2M", img)
+    qemu_img("snapshot", "-c", "s2", img)
+    qemu_io("-f", "qcow2", "-c", "write -P 3 0 4M", img)
+    return img
+
+
+@pytest.mark.parametrize("snapshot", ["s1", "2", "snapshot.id=1",
+                                      "snapshot.name=s2"])
+def test_snapshot_like_qemu(vdisk, tmp, snapshot):
+    img = make_snapshots(tmp)
+    run_vdisk("convert", "-l", snapshot, "-O", "raw", img, tmp / "v.raw")
+    qemu_img("convert", "-l", snapshot, "-O", "raw", img, tmp / "q.raw")
+    data = read(tmp / "v.raw")
+    assert data == read(tmp / "q.raw")
+    first = 1 if snapshot in ("s1", "snapshot.id=1") else 2
+    assert data[:MiB] == bytes([1]) * MiB
+    assert data[MiB:2 * MiB] == bytes([first]) * MiB
+    # The image itself is untouched.
+    qemu_io("-f", "qcow2", "-c", "read -P 3 0 4M", img)
+
+
+@pytest.mark.parametrize("case", ["unknown", "raw", "bad-param", "both"])
+def test_snapshot_errors(vdisk, tmp, case):
+    img = make_snapshots(tmp)
+    if case == "raw":
+        img = tmp / "img.raw"
+        write_pattern_file(img, MiB, [])
+    snapshot = {"unknown": "nosuch", "raw": "s1",
+                "bad-param": "snapshot.foo=1",
+                "both": "snapshot.id=1,snapshot.name=s1"}[case]
+    r = run_vdisk("convert", "-l", snapshot, "-O", "raw", img, tmp / "out",
+                  expect_rc=1)
+    one_error_line(r, "convert")
+    assert not (tmp / "out").exists()

@@ -31,7 +31,7 @@ static void usage(void)
 {
     printf(
         "Usage: vdisk convert [-f FMT] [-O FMT] [-o OPTIONS] [-B BACKING\n"
-        "         [-F BACKING_FMT]] [-c] [-p] [--progress=human|json]\n"
+        "         [-F BACKING_FMT]] [-l SNAPSHOT] [-c] [-p] [--progress=human|json]\n"
         "         [-S SPARSE_SIZE] [-n] [--target-is-zero] [--salvage] [-W]\n"
         "         [-m N] [-t CACHE] [-T SRC_CACHE] [-q] SRC DST\n"
         "Copy the guest data of image SRC into a new image DST.\n"
@@ -46,6 +46,9 @@ static void usage(void)
         "                            SRC's top layer holds (as with -o "
         "backing_file)\n"
         "  -F, --backing-format FMT  format of the backing file of -B\n"
+        "  -l SNAPSHOT               copy the internal snapshot SNAPSHOT (ID or "
+        "name,\n"
+        "                            snapshot.id=ID or snapshot.name=NAME)\n"
         "  -c, --compress            write compressed data (formats that "
         "can)\n"
         "  -p                        show progress on stdout\n"
@@ -92,6 +95,55 @@ static bool add_options(struct vd_strbuf *opts, const char *list)
     return true;
 }
 
+/*
+ * -l: "NAME_OR_ID", or qemu-img's "snapshot.id=ID" / "snapshot.name=NAME"
+ * (commas in values doubled). Returns what the snapshot callback takes
+ * (an ID, else a name), malloc'd, or NULL after an error message.
+ */
+static char *parse_snapshot(const char *arg)
+{
+    static const char prefix[] = "snapshot.";
+    if (strncmp(arg, prefix, sizeof(prefix) - 1) != 0) {
+        char *copy = strdup(arg);
+        if (!copy) {
+            cli_error("out of memory");
+        }
+        return copy;
+    }
+    char *id = NULL, *name = NULL;
+    const char *bad = NULL;
+    struct vd_opts *opts = NULL;
+    static const struct vd_option keys[] = {
+        {"snapshot.id", VD_OPT_STRING, "snapshot ID", NULL, 0, 0},
+        {"snapshot.name", VD_OPT_STRING, "snapshot name", NULL, 0, 0},
+        {NULL, 0, NULL, NULL, 0, 0},
+    };
+    if (vd_opts_parse(arg, keys, &opts) < 0) {
+        cli_error("Failed in parsing snapshot param '%s': %s", arg,
+                  vd_err_message());
+        return NULL;
+    }
+    if (vd_opts_has(opts, "snapshot.id")) {
+        id = strdup(vd_opts_get_str(opts, "snapshot.id", ""));
+    }
+    if (vd_opts_has(opts, "snapshot.name")) {
+        name = strdup(vd_opts_get_str(opts, "snapshot.name", ""));
+    }
+    vd_opts_free(opts);
+    if (id && name) {
+        bad = "give snapshot.id or snapshot.name, not both";
+    } else if (!id && !name) {
+        bad = "no snapshot.id or snapshot.name";
+    }
+    if (bad) {
+        cli_error("Failed in parsing snapshot param '%s': %s", arg, bad);
+        free(id);
+        free(name);
+        return NULL;
+    }
+    return id ? id : name;
+}
+
 /* Add KEY=VALUE to the -o list, doubling the commas VALUE holds. */
 static bool add_option_value(struct vd_strbuf *opts, const char *key,
                              const char *value)
@@ -126,6 +178,7 @@ static int print_option_help(const char *fmt, bool have_dst)
 struct convert_args {
     const char *src_fmt, *dst_fmt, *src, *dst;
     const char *backing, *backing_fmt; /* -B, -F */
+    char *snapshot;                    /* -l: ID, else name */
     char *options;                     /* -o list, or NULL */
     unsigned src_open, dst_open;       /* VD_OPEN_DIRECT from -T / -t */
     struct vd_convert_opts copy;
@@ -191,8 +244,8 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
     int c;
 
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":hf:O:o:B:F:cpS:nWm:t:T:Uq", longopts,
-                            NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hf:O:o:B:F:l:cpS:nWm:t:T:Uq",
+                            longopts, NULL)) != -1) {
         switch (c) {
         case 'h':
             usage();
@@ -241,6 +294,13 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
             break;
         case 'F':
             a->backing_fmt = optarg;
+            break;
+        case 'l':
+            free(a->snapshot);
+            a->snapshot = parse_snapshot(optarg);
+            if (!a->snapshot) {
+                return CLI_EXIT_FAIL;
+            }
             break;
         case OPT_SALVAGE:
             a->copy.flags |= VDISK_CONVERT_SALVAGE;
@@ -342,6 +402,24 @@ static struct vd_dev *open_destination(const struct convert_args *a,
     return vd_dev_open_spec(a->dst, fmt, a->dst_open);
 }
 
+/* -l: the source reads as the snapshot recorded it. */
+static int load_snapshot(struct vd_dev *src, const char *snapshot)
+{
+    if (!src->drv->snapshot) {
+        cli_error("Failed to load snapshot: the %s format has no internal "
+                  "snapshots",
+                  vd_dev_format_name(src));
+        return -1;
+    }
+    vd_err_clear();
+    int ret = src->drv->snapshot(src, VD_SNAPSHOT_LOAD, snapshot);
+    if (ret < 0) {
+        vd_err_default(-ret);
+        cli_error("Failed to load snapshot: %s", vd_err_message());
+    }
+    return ret;
+}
+
 /* --salvage: one warning per unit that could not be read (qemu-img's). */
 static void warn_read_error(void *opaque, uint64_t offset, int err)
 {
@@ -377,7 +455,7 @@ int cmd_convert(int argc, char **argv)
 
     ret = CLI_EXIT_FAIL;
     src = cli_open(a.src, a.src_fmt, VD_OPEN_RDONLY | a.src_open);
-    if (!src) {
+    if (!src || (a.snapshot && load_snapshot(src, a.snapshot) < 0)) {
         goto out;
     }
     dst = open_destination(&a, src->size);
@@ -418,5 +496,6 @@ out:
     vd_dev_unref(dst);
     vd_dev_unref(src);
     free(a.options);
+    free(a.snapshot);
     return ret;
 }

@@ -702,10 +702,57 @@ int qcow2_snapshots_v3(struct vd_dev *dev)
     return 0;
 }
 
+/*
+ * Read the disk as the snapshot recorded it: its L1 table replaces the
+ * active one in memory. Like QEMU's qcow2_snapshot_load_tmp, the size
+ * stays; the node is read-only, so nothing reaches the file.
+ */
+static int snapshot_load(struct vd_dev *dev, const char *name)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    int64_t idx = find_snapshot(s, name, name);
+    if (idx < 0) {
+        return vd_err(ENOENT, "no snapshot with ID or name '%s'", name);
+    }
+    const struct qcow2_snapshot *sn = &s->snapshots[idx];
+    int ret = check_snapshot_l1(s, sn);
+    if (ret < 0) {
+        return ret;
+    }
+    uint64_t *active = s->l1_table;
+    uint64_t active_off = s->hdr.l1_table_offset;
+    uint32_t active_size = s->hdr.l1_size;
+    s->l1_table = NULL;
+    s->hdr.l1_table_offset = sn->l1_table_offset;
+    s->hdr.l1_size = sn->l1_size;
+    ret = qcow2_load_l1(s);
+    if (ret < 0) {
+        free(s->l1_table);
+        s->l1_table = active;
+        s->hdr.l1_table_offset = active_off;
+        s->hdr.l1_size = active_size;
+        return ret;
+    }
+    free(active);
+    return 0;
+}
+
 int qcow2_snapshot(struct vd_dev *dev, enum vd_snapshot_op op, const char *name)
 {
     struct qcow2_state *s = vd_priv(dev);
 
+    if (op == VD_SNAPSHOT_LOAD) {
+        if (s->writable) {
+            return vd_err(EINVAL,
+                          "%s: a snapshot can only be loaded into an "
+                          "image opened read-only",
+                          dev->filename);
+        }
+        pthread_mutex_lock(&s->lock);
+        int ret = snapshot_load(dev, name);
+        pthread_mutex_unlock(&s->lock);
+        return ret;
+    }
     if (!s->writable) {
         return vd_err(EROFS, "%s: the image is open read-only", dev->filename);
     }

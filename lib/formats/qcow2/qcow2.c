@@ -157,7 +157,7 @@ static int check_features(struct qcow2_state *s)
     return 0;
 }
 
-static int load_l1(struct qcow2_state *s)
+int qcow2_load_l1(struct qcow2_state *s)
 {
     uint32_t n = s->hdr.l1_size;
     int ret = qcow2_check_table(s->hdr.l1_table_offset, (uint64_t)n * 8,
@@ -536,7 +536,7 @@ static int open_image(struct vd_dev *dev)
                             (uint64_t)s->hdr.refcount_table_clusters
                                 << s->cluster_bits,
                             s->cluster_size, s->file_size, "refcount table");
-    if (ret < 0 || (ret = load_l1(s)) < 0 || (ret = init_caches(s)) < 0 ||
+    if (ret < 0 || (ret = qcow2_load_l1(s)) < 0 || (ret = init_caches(s)) < 0 ||
         (ret = qcow2_snapshots_read(dev)) < 0 ||
         (ret = qcow2_bitmaps_read(dev)) < 0) {
         return ret;

@@ -632,6 +632,8 @@ void qcow2_snapshot_clear(struct qcow2_snapshot *sn);
 /* Read the snapshot table into s->snapshots. Returns 0 or -errno. */
 VD_MUST_CHECK int qcow2_snapshots_read(struct vd_dev *dev);
 void qcow2_snapshots_free(struct qcow2_state *s);
+/* Read the L1 table hdr.l1_table_offset and hdr.l1_size name. */
+VD_MUST_CHECK int qcow2_load_l1(struct qcow2_state *s);
 /* Add qemu-img info's "snapshots" array (only when there are any). */
 void qcow2_snapshots_info(const struct qcow2_state *s, struct vd_json *info);
 /*
@@ -639,7 +641,7 @@ void qcow2_snapshots_info(const struct qcow2_state *s, struct vd_json *info);
  * (the 64-bit VM state size and the disk size). Lock held.
  */
 VD_MUST_CHECK int qcow2_snapshots_v3(struct vd_dev *dev);
-/* The driver's snapshot callback (create, apply, delete). */
+/* The driver's snapshot callback (create, apply, delete, load). */
 int qcow2_snapshot(struct vd_dev *dev, enum vd_snapshot_op op,
                    const char *name);
 /*
