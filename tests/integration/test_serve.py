@@ -898,3 +898,20 @@ def test_stale_socket_replaced(tmp, serve):
     with s.client() as c:
         c.connect()
     assert s.stop() == 0
+
+
+def test_load_snapshot_read_only(tmp, serve):
+    """-l exports an internal snapshot read-only, as qemu-nbd -l does."""
+    img = tmp / "img.qcow2"
+    qemu_img("create", "-f", "qcow2", img, "4M")
+    qemu_io("-f", "qcow2", "-c", "write -P 1 0 2M", img)
+    qemu_img("snapshot", "-c", "s1", img)
+    qemu_io("-f", "qcow2", "-c", "write -P 2 0 4M", img)
+    s = serve(img, "-t", "-l", "snapshot.name=s1")
+    qemu_io("-f", "raw", "-r", "-c", "read -P 1 0 2M", "-c", "read -P 0 2M 2M",
+            s.uri)
+    with s.client() as c:
+        c.connect()
+        assert c.flags & nbd.FLAG_READ_ONLY
+    assert s.stop() == 0
+    qemu_io("-f", "qcow2", "-c", "read -P 2 0 4M", img)

@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "core/driver.h"
 #include "core/error.h"
+#include "core/options.h"
 #include "util/size.h"
 
 const char *cli_command = "vdisk";
@@ -230,4 +232,65 @@ char *cli_path_beside(const char *image_path, const char *name)
         memcpy(path + dir_len, name, name_len + 1);
     }
     return path;
+}
+
+char *cli_parse_snapshot(const char *arg)
+{
+    static const char prefix[] = "snapshot.";
+    if (strncmp(arg, prefix, sizeof(prefix) - 1) != 0) {
+        char *copy = strdup(arg);
+        if (!copy) {
+            cli_error("out of memory");
+        }
+        return copy;
+    }
+    char *id = NULL, *name = NULL;
+    const char *bad = NULL;
+    struct vd_opts *opts = NULL;
+    static const struct vd_option keys[] = {
+        {"snapshot.id", VD_OPT_STRING, "snapshot ID", NULL, 0, 0},
+        {"snapshot.name", VD_OPT_STRING, "snapshot name", NULL, 0, 0},
+        {NULL, 0, NULL, NULL, 0, 0},
+    };
+    if (vd_opts_parse(arg, keys, &opts) < 0) {
+        cli_error("Failed in parsing snapshot param '%s': %s", arg,
+                  vd_err_message());
+        return NULL;
+    }
+    if (vd_opts_has(opts, "snapshot.id")) {
+        id = strdup(vd_opts_get_str(opts, "snapshot.id", ""));
+    }
+    if (vd_opts_has(opts, "snapshot.name")) {
+        name = strdup(vd_opts_get_str(opts, "snapshot.name", ""));
+    }
+    vd_opts_free(opts);
+    if (id && name) {
+        bad = "give snapshot.id or snapshot.name, not both";
+    } else if (!id && !name) {
+        bad = "no snapshot.id or snapshot.name";
+    }
+    if (bad) {
+        cli_error("Failed in parsing snapshot param '%s': %s", arg, bad);
+        free(id);
+        free(name);
+        return NULL;
+    }
+    return id ? id : name;
+}
+
+int cli_load_snapshot(struct vd_dev *src, const char *snapshot)
+{
+    if (!src->drv->snapshot) {
+        cli_error("Failed to load snapshot: the %s format has no internal "
+                  "snapshots",
+                  vd_dev_format_name(src));
+        return -1;
+    }
+    vd_err_clear();
+    int ret = src->drv->snapshot(src, VD_SNAPSHOT_LOAD, snapshot);
+    if (ret < 0) {
+        vd_err_default(-ret);
+        cli_error("Failed to load snapshot: %s", vd_err_message());
+    }
+    return ret;
 }

@@ -116,4 +116,14 @@ char *cli_path_beside(const char *image_path, const char *name);
 /* Print text followed by a newline to stdout, checking for write errors. */
 int cli_print(const char *text);
 
+/*
+ * -l of convert and serve: "NAME_OR_ID", or qemu-img's "snapshot.id=ID" /
+ * "snapshot.name=NAME". Returns what the snapshot callback takes (an ID,
+ * else a name), malloc'd, or NULL after an error message.
+ */
+char *cli_parse_snapshot(const char *arg);
+
+/* Make the read-only dev read the internal snapshot; -1 after a message. */
+int cli_load_snapshot(struct vd_dev *dev, const char *snapshot);
+
 #endif /* VDISK_TOOLS_CLI_H */

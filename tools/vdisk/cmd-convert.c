@@ -95,55 +95,6 @@ static bool add_options(struct vd_strbuf *opts, const char *list)
     return true;
 }
 
-/*
- * -l: "NAME_OR_ID", or qemu-img's "snapshot.id=ID" / "snapshot.name=NAME"
- * (commas in values doubled). Returns what the snapshot callback takes
- * (an ID, else a name), malloc'd, or NULL after an error message.
- */
-static char *parse_snapshot(const char *arg)
-{
-    static const char prefix[] = "snapshot.";
-    if (strncmp(arg, prefix, sizeof(prefix) - 1) != 0) {
-        char *copy = strdup(arg);
-        if (!copy) {
-            cli_error("out of memory");
-        }
-        return copy;
-    }
-    char *id = NULL, *name = NULL;
-    const char *bad = NULL;
-    struct vd_opts *opts = NULL;
-    static const struct vd_option keys[] = {
-        {"snapshot.id", VD_OPT_STRING, "snapshot ID", NULL, 0, 0},
-        {"snapshot.name", VD_OPT_STRING, "snapshot name", NULL, 0, 0},
-        {NULL, 0, NULL, NULL, 0, 0},
-    };
-    if (vd_opts_parse(arg, keys, &opts) < 0) {
-        cli_error("Failed in parsing snapshot param '%s': %s", arg,
-                  vd_err_message());
-        return NULL;
-    }
-    if (vd_opts_has(opts, "snapshot.id")) {
-        id = strdup(vd_opts_get_str(opts, "snapshot.id", ""));
-    }
-    if (vd_opts_has(opts, "snapshot.name")) {
-        name = strdup(vd_opts_get_str(opts, "snapshot.name", ""));
-    }
-    vd_opts_free(opts);
-    if (id && name) {
-        bad = "give snapshot.id or snapshot.name, not both";
-    } else if (!id && !name) {
-        bad = "no snapshot.id or snapshot.name";
-    }
-    if (bad) {
-        cli_error("Failed in parsing snapshot param '%s': %s", arg, bad);
-        free(id);
-        free(name);
-        return NULL;
-    }
-    return id ? id : name;
-}
-
 /* Add KEY=VALUE to the -o list, doubling the commas VALUE holds. */
 static bool add_option_value(struct vd_strbuf *opts, const char *key,
                              const char *value)
@@ -297,7 +248,7 @@ static int parse_args(int argc, char **argv, struct convert_args *a,
             break;
         case 'l':
             free(a->snapshot);
-            a->snapshot = parse_snapshot(optarg);
+            a->snapshot = cli_parse_snapshot(optarg);
             if (!a->snapshot) {
                 return CLI_EXIT_FAIL;
             }
@@ -402,24 +353,6 @@ static struct vd_dev *open_destination(const struct convert_args *a,
     return vd_dev_open_spec(a->dst, fmt, a->dst_open);
 }
 
-/* -l: the source reads as the snapshot recorded it. */
-static int load_snapshot(struct vd_dev *src, const char *snapshot)
-{
-    if (!src->drv->snapshot) {
-        cli_error("Failed to load snapshot: the %s format has no internal "
-                  "snapshots",
-                  vd_dev_format_name(src));
-        return -1;
-    }
-    vd_err_clear();
-    int ret = src->drv->snapshot(src, VD_SNAPSHOT_LOAD, snapshot);
-    if (ret < 0) {
-        vd_err_default(-ret);
-        cli_error("Failed to load snapshot: %s", vd_err_message());
-    }
-    return ret;
-}
-
 /* --salvage: one warning per unit that could not be read (qemu-img's). */
 static void warn_read_error(void *opaque, uint64_t offset, int err)
 {
@@ -443,6 +376,8 @@ int cmd_convert(int argc, char **argv)
     ret = parse_args(argc, argv, &a, &options);
     vd_strbuf_free(&options);
     if (ret >= 0) {
+        free(a.snapshot);
+        free(a.options);
         return ret;
     }
 
@@ -455,7 +390,7 @@ int cmd_convert(int argc, char **argv)
 
     ret = CLI_EXIT_FAIL;
     src = cli_open(a.src, a.src_fmt, VD_OPEN_RDONLY | a.src_open);
-    if (!src || (a.snapshot && load_snapshot(src, a.snapshot) < 0)) {
+    if (!src || (a.snapshot && cli_load_snapshot(src, a.snapshot) < 0)) {
         goto out;
     }
     dst = open_destination(&a, src->size);

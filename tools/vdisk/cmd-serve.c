@@ -47,6 +47,10 @@ static const char usage_text[] =
     "  -x, --export-name=NAME    export name (default: empty)\n"
     "  -D, --description=TEXT    export description\n"
     "  -r, --read-only           export read-only; writes fail with EPERM\n"
+    "  -l, --load-snapshot=SNAPSHOT\n"
+    "                            export the internal snapshot SNAPSHOT (ID or\n"
+    "                            name, snapshot.id=ID or snapshot.name=NAME),\n"
+    "                            read-only\n"
     "  -e, --shared=N            serve up to N clients at once (default 1)\n"
     "  -t, --persistent          keep serving after the last client leaves\n"
     "  -f, --format=FMT          image format (default: probed)\n"
@@ -75,6 +79,7 @@ static const struct option long_options[] = {
     {"export-name", required_argument, NULL, 'x'},
     {"description", required_argument, NULL, 'D'},
     {"read-only", no_argument, NULL, 'r'},
+    {"load-snapshot", required_argument, NULL, 'l'},
     {"shared", required_argument, NULL, 'e'},
     {"persistent", no_argument, NULL, 't'},
     {"format", required_argument, NULL, 'f'},
@@ -92,6 +97,7 @@ static const struct option long_options[] = {
 struct serve_args {
     const char *spec, *format, *port, *bind, *socket, *pid_file;
     const char *name, *description;
+    char *snapshot; /* -l: ID, else name */
     unsigned open_flags;
     unsigned shared, handshake_limit;
     bool readonly, persistent, unmap, daemonize;
@@ -148,7 +154,7 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     int c;
 
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":hp:b:k:x:D:re:tf:n", long_options,
+    while ((c = getopt_long(argc, argv, ":hp:b:k:x:D:rl:e:tf:n", long_options,
                             NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -174,6 +180,14 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             break;
         case 'r':
             a->readonly = true;
+            break;
+        case 'l':
+            free(a->snapshot);
+            a->snapshot = cli_parse_snapshot(optarg);
+            if (!a->snapshot) {
+                return CLI_EXIT_FAIL;
+            }
+            a->readonly = true; /* as qemu-nbd does */
             break;
         case 'e':
             if (!parse_uint("number of shared connections", optarg, 1,
@@ -333,6 +347,7 @@ int cmd_serve(int argc, char **argv)
     };
     int ret = parse_args(argc, argv, &a);
     if (ret >= 0) {
+        free(a.snapshot);
         return ret;
     }
 
@@ -343,7 +358,7 @@ int cmd_serve(int argc, char **argv)
 
     unsigned flags = a.open_flags | (a.readonly ? VD_OPEN_RDONLY : 0);
     dev = cli_open(a.spec, a.format, flags);
-    if (!dev) {
+    if (!dev || (a.snapshot && cli_load_snapshot(dev, a.snapshot) < 0)) {
         goto out;
     }
     struct nbd_server_config cfg = {
@@ -411,5 +426,6 @@ out:
     if (pid_written) {
         unlink(a.pid_file);
     }
+    free(a.snapshot);
     return ret;
 }
