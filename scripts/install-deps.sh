@@ -24,12 +24,13 @@ lib_pkgs=(
 # benchmark tools (hyperfine, fio, jq), clang + libFuzzer for `make fuzz`
 # and clang-format for `make lint`. python3-cryptography is the AES the
 # crypt target's ciphertext is checked against; cryptsetup-bin's
-# veritysetup writes the hash trees the verity target reads.
+# veritysetup writes the hash trees the verity target reads; strace
+# kills a process at its Nth write in crash tests.
 test_pkgs=(
     qemu-utils python3-pytest libnbd-bin nbdkit fio e2fsprogs xfsprogs
     fdisk file hyperfine jq clang libclang-rt-14-dev clang-format
     cryptsetup-bin thin-provisioning-tools libvhdi-utils
-    python3-cryptography
+    python3-cryptography strace
 )
 
 all_pkgs=("${build_pkgs[@]}" "${lib_pkgs[@]}" "${test_pkgs[@]}")

@@ -3,8 +3,9 @@
  * "Header extensions"): rewriting the header cluster, recording another
  * backing file (qemu-img rebase), emptying the image (qemu-img commit) and
  * amending its options (qemu-img amend: compat, lazy_refcounts, size,
- * data_file, data_file_raw; backing_file and backing_fmt only when they
- * stay what they are, as in QEMU 7.2).
+ * refcount_bits (qcow2-refcount-order.c), data_file, data_file_raw;
+ * backing_file and backing_fmt only when they stay what they are, as in
+ * QEMU 7.2).
  *
  * The header cluster is rewritten whole, as QEMU's qcow2_update_header()
  * writes it: the header (version 3 headers become 112 bytes), the backing
@@ -550,7 +551,7 @@ static bool same_string(const char *a, const char *b)
 
 /* Checks that need nothing written, in QEMU's order. */
 static int amend_check(struct vd_dev *dev, const struct vd_opts *opts,
-                       unsigned *new_version)
+                       unsigned *new_version, unsigned *new_order)
 {
     struct qcow2_state *s = vd_priv(dev);
 
@@ -567,6 +568,7 @@ static int amend_check(struct vd_dev *dev, const struct vd_opts *opts,
         const char *c = vd_opts_get_str(opts, "compat", "1.1");
         *new_version = (strcmp(c, "0.10") == 0 || strcmp(c, "v2") == 0) ? 2 : 3;
     }
+    *new_order = s->hdr.refcount_order;
     if (vd_opts_has(opts, "refcount_bits") &&
         vd_opts_get_uint(opts, "refcount_bits", 16) !=
             (1u << s->hdr.refcount_order)) {
@@ -575,11 +577,12 @@ static int amend_check(struct vd_dev *dev, const struct vd_opts *opts,
             return vd_err(EINVAL, "Refcount width must be a power of two and "
                                   "may not exceed 64 bits");
         }
-        return vd_err(ENOTSUP,
-                      "vdisk cannot change the refcount width of an "
-                      "existing image (convert it with -o "
-                      "refcount_bits=%" PRIu64 ")",
-                      bits);
+        if (*new_version < 3 && bits != 16) {
+            return vd_err(EINVAL, "Refcount widths other than 16 bits require "
+                                  "compatibility level 1.1 or above (use "
+                                  "compat=1.1 or greater)");
+        }
+        *new_order = (unsigned)__builtin_ctzll(bits);
     }
     if (vd_opts_has(opts, "data_file") && !s->external_data) {
         return vd_err(EINVAL, "data-file can only be set for images that use "
@@ -602,14 +605,16 @@ static int amend_check(struct vd_dev *dev, const struct vd_opts *opts,
 }
 
 static int amend_locked(struct vd_dev *dev, const struct vd_opts *opts,
-                        unsigned new_version)
+                        unsigned new_version, unsigned new_order)
 {
     struct qcow2_state *s = vd_priv(dev);
     unsigned old_version = s->hdr.version;
-    int ret = 0;
+    bool new_width = new_order != s->hdr.refcount_order;
+    /* A width too narrow for the refcounts is refused before any write. */
+    int ret = new_width ? qcow2_refcount_order_check(dev, new_order) : 0;
 
     /* Upgrade first: some features need version 3. */
-    if (new_version > old_version) {
+    if (ret == 0 && new_version > old_version) {
         ret = qcow2_snapshots_v3(dev);
         if (ret == 0) {
             s->hdr.version = 3;
@@ -619,6 +624,9 @@ static int amend_locked(struct vd_dev *dev, const struct vd_opts *opts,
                 s->hdr.version = old_version;
             }
         }
+    }
+    if (ret == 0 && new_width) {
+        ret = qcow2_change_refcount_order(dev, new_order);
     }
     bool raw = vd_opts_get_bool(opts, "data_file_raw", s->data_file_raw);
     if (ret == 0) {
@@ -689,14 +697,14 @@ static int amend_locked(struct vd_dev *dev, const struct vd_opts *opts,
 
 int qcow2_amend(struct vd_dev *dev, const struct vd_opts *opts)
 {
-    unsigned new_version = 0;
-    int ret = amend_check(dev, opts, &new_version);
+    unsigned new_version = 0, new_order = 0;
+    int ret = amend_check(dev, opts, &new_version, &new_order);
 
     if (ret == 0) {
         ret = begin(dev, false);
     }
     if (ret == 0) {
-        ret = end(dev, amend_locked(dev, opts, new_version));
+        ret = end(dev, amend_locked(dev, opts, new_version, new_order));
     }
     return ret;
 }

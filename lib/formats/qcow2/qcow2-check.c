@@ -742,9 +742,7 @@ int qcow2_check(struct vd_dev *dev, unsigned fix,
         .s = s,
         .res = report,
         .order = s->hdr.refcount_order,
-        .refcount_max = s->hdr.refcount_order == 6
-                            ? UINT64_MAX
-                            : (1ull << (1u << s->hdr.refcount_order)) - 1,
+        .refcount_max = qcow2_refcount_max(s->hdr.refcount_order),
     };
     int ret = 0;
 

@@ -487,9 +487,7 @@ static int open_writable(struct vd_dev *dev)
     s->file_end = s->file_size;
     s->lazy = h->version >= 3 &&
               (h->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS);
-    s->refcount_max = h->refcount_order == 6
-                          ? UINT64_MAX
-                          : (1ull << (1u << h->refcount_order)) - 1;
+    s->refcount_max = qcow2_refcount_max(h->refcount_order);
     ret = qcow2_refcount_table_load(s);
     if (ret < 0) {
         return ret;

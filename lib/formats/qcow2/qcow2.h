@@ -457,6 +457,26 @@ int qcow2_l2_prepare(struct vd_dev *dev);
  */
 int qcow2_detect_metadata_prealloc(struct vd_dev *dev);
 void qcow2_refcount_close(struct qcow2_state *s);
+/* The largest refcount entries of width 1 << order hold. */
+static inline uint64_t qcow2_refcount_max(unsigned order)
+{
+    return order == 6 ? UINT64_MAX : (1ull << (1u << order)) - 1;
+}
+
+/* qcow2-refcount-order.c (lock held, version 3 images) */
+/*
+ * Refuse order when a refcount does not fit in entries of its width
+ * (reads only). Returns 0 or -EINVAL with qemu-img's message.
+ */
+VD_MUST_CHECK int qcow2_refcount_order_check(struct vd_dev *dev,
+                                             unsigned order);
+/*
+ * QEMU's qcow2_change_refcount_order(): new refcount structures of width
+ * 1 << order, switched to with one header write, the old ones freed; the
+ * state follows. Returns 0 or -errno.
+ */
+VD_MUST_CHECK int qcow2_change_refcount_order(struct vd_dev *dev,
+                                              unsigned order);
 
 /* qcow2-repair.c */
 /*
