@@ -189,6 +189,7 @@ const char *vd_dev_format_name(const struct vd_dev *dev)
 /*
  * Split "FMT:PATH" when FMT names a format, backend or target driver.
  * Anything else is a plain path, so "./raw:x" reaches a file named "raw:x".
+ * A URI ("nbd://...") is a name, not a prefix.
  * A target ("dbs:DEVICE:VOLUME") takes the rest as its filename and is the
  * whole stack.
  */
@@ -196,7 +197,8 @@ const struct vd_driver *vd_spec_prefix(const char *spec, const char **rest)
 {
     const char *colon = strchr(spec, ':');
     *rest = spec;
-    if (!colon || colon == spec || (size_t)(colon - spec) >= 32) {
+    if (!colon || colon == spec || (size_t)(colon - spec) >= 32 ||
+        vd_driver_find_uri(spec)) {
         return NULL;
     }
     char name[32];
@@ -266,9 +268,13 @@ struct vd_dev *vd_dev_open_spec(const char *spec, const char *format,
         return vd_dev_open_driver(fmt, path, flags, NULL, NULL, 0);
     }
 
-    /* A backend named in the spec ("mem:64M", "file:x") replaces the
-     * default file back end; the format over it is probed. */
-    const struct vd_driver *backend = vd_driver_find("file");
+    /* A backend named in the spec ("mem:64M", "file:x") or by a URI's
+     * scheme replaces the default file back end; the format over it is
+     * probed. */
+    const struct vd_driver *backend = vd_driver_find_uri(path);
+    if (!backend) {
+        backend = vd_driver_find("file");
+    }
     if (fmt && fmt->kind == VD_KIND_BACKEND) {
         backend = fmt;
         fmt = NULL;
@@ -314,6 +320,12 @@ struct vd_dev *vd_dev_create(const char *path, const char *format,
     }
     if (!fmt->create) {
         vd_err(ENOTSUP, "Format '%s' does not support image creation", format);
+        return NULL;
+    }
+    const struct vd_driver *uri_backend = vd_driver_find_uri(path);
+    if (uri_backend) {
+        vd_err(ENOTSUP, "Protocol driver '%s' does not support image creation",
+               uri_backend->name);
         return NULL;
     }
     if (opts_text && *opts_text && !fmt->create_options) {

@@ -125,6 +125,9 @@ struct vd_driver {
     enum vd_thread_model thread_model;
     const struct vd_option *open_options;   /* NULL: none accepted        */
     const struct vd_option *create_options; /* formats: for create        */
+    /* Back ends: URI schemes ("nbd" for nbd://...) whose specs open this
+     * driver with the whole URI as filename; NULL-terminated, or NULL. */
+    const char *const *uri_schemes;
 
     /*
      * Formats only: how sure the driver is that head (the first len bytes
@@ -326,6 +329,8 @@ struct vd_driver {
 const struct vd_driver *vd_driver_find(const char *name);
 const struct vd_driver *vd_driver_find_kind(const char *name,
                                             enum vd_kind kind);
+/* The back end whose uri_schemes hold spec's "SCHEME:", or NULL. */
+const struct vd_driver *vd_driver_find_uri(const char *spec);
 /* Formats in probing order; NULL-terminated. */
 extern const struct vd_driver *const vd_format_drivers[];
 

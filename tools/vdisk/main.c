@@ -42,7 +42,8 @@ static void usage(FILE *out)
         fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
     }
     fprintf(out, "\nImages are named by specs: PATH (format probed), FMT:PATH "
-                 "(raw:disk.img),\nmem:SIZE (a memory disk). "
+                 "(raw:disk.img),\nmem:SIZE (a memory disk), "
+                 "nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH.\n"
                  "Run 'vdisk COMMAND --help' for a command's options.\n");
 }
 
