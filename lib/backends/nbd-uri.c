@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "nbd-client.h"
+#include "util/hex.h"
 
 #define LEGACY_EXPORT_KEY ":exportname="
 
@@ -20,20 +21,6 @@ void nbd_uri_free(struct nbd_uri *uri)
     free(uri->socket);
     free(uri->export_name);
     memset(uri, 0, sizeof(*uri));
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
 }
 
 /* The len bytes at text with %XX escapes decoded, or NULL with the error
@@ -51,8 +38,8 @@ static char *percent_decode(const char *text, size_t len, const char *uri)
             out[n++] = text[i];
             continue;
         }
-        int hi = i + 2 < len ? hex_value(text[i + 1]) : -1;
-        int lo = i + 2 < len ? hex_value(text[i + 2]) : -1;
+        int hi = i + 2 < len ? vd_hex_digit(text[i + 1]) : -1;
+        int lo = i + 2 < len ? vd_hex_digit(text[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             free(out);
             vd_err(EINVAL, "%s: invalid percent-encoding in the URI", uri);

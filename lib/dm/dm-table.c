@@ -14,6 +14,7 @@
 #include "../core/error.h"
 #include "dm-args.h"
 #include "dm-table.h"
+#include "util/hex.h"
 
 /* Every string and array a table holds: freed together with the table. */
 struct dm_arena_block {
@@ -175,24 +176,10 @@ int dm_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 bool dm_parse_hex(const char *s, size_t len, uint8_t *out)
 {
     for (size_t i = 0; i + 1 < len; i += 2) {
-        int hi = hex_digit(s[i]), lo = hex_digit(s[i + 1]);
+        int hi = vd_hex_digit(s[i]), lo = vd_hex_digit(s[i + 1]);
         if (hi < 0 || lo < 0) {
             return false;
         }

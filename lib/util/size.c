@@ -7,6 +7,7 @@
  * that keeps it below 1000.
  */
 #include "size.h"
+#include "hex.h"
 
 #include <errno.h>
 #include <locale.h>
@@ -18,20 +19,6 @@
 static bool is_digit(char c)
 {
     return c >= '0' && c <= '9';
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
 }
 
 static bool is_space(char c)
@@ -124,13 +111,14 @@ int vd_parse_size(const char *text, uint64_t *out)
         return -EINVAL; /* also rejects any '-' */
     }
 
-    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X') && hex_value(p[2]) >= 0) {
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X') &&
+        vd_hex_digit(p[2]) >= 0) {
         /* Hex: no fraction and (as in QEMU 8.0 and later) no suffix. */
-        for (p += 2; hex_value(*p) >= 0; p++) {
+        for (p += 2; vd_hex_digit(*p) >= 0; p++) {
             if (val >> 60) {
                 overflow = true;
             }
-            val = (val << 4) | (uint64_t)hex_value(*p);
+            val = (val << 4) | (uint64_t)vd_hex_digit(*p);
         }
         if (*p != '\0') {
             return -EINVAL;

@@ -571,16 +571,23 @@ static int snapshot_create(struct vd_dev *dev, const char *name)
     return ret;
 }
 
-static int snapshot_apply(struct vd_dev *dev, const char *name)
+/* The snapshot with ID name, else the first named name, checked for use. */
+static int find_usable(const struct qcow2_state *s, const char *name,
+                       const struct qcow2_snapshot **sn)
 {
-    struct qcow2_state *s = vd_priv(dev);
     int64_t idx = find_snapshot(s, name, name);
-
     if (idx < 0) {
         return vd_err(ENOENT, "no snapshot with ID or name '%s'", name);
     }
-    const struct qcow2_snapshot *sn = &s->snapshots[idx];
-    int ret = check_snapshot_l1(s, sn);
+    *sn = &s->snapshots[idx];
+    return check_snapshot_l1(s, *sn);
+}
+
+static int snapshot_apply(struct vd_dev *dev, const char *name)
+{
+    struct qcow2_state *s = vd_priv(dev);
+    const struct qcow2_snapshot *sn;
+    int ret = find_usable(s, name, &sn);
     if (ret < 0) {
         return ret;
     }
@@ -710,12 +717,8 @@ int qcow2_snapshots_v3(struct vd_dev *dev)
 static int snapshot_load(struct vd_dev *dev, const char *name)
 {
     struct qcow2_state *s = vd_priv(dev);
-    int64_t idx = find_snapshot(s, name, name);
-    if (idx < 0) {
-        return vd_err(ENOENT, "no snapshot with ID or name '%s'", name);
-    }
-    const struct qcow2_snapshot *sn = &s->snapshots[idx];
-    int ret = check_snapshot_l1(s, sn);
+    const struct qcow2_snapshot *sn;
+    int ret = find_usable(s, name, &sn);
     if (ret < 0) {
         return ret;
     }

@@ -4,7 +4,6 @@
  * the only code that computes VHDX checksums.
  */
 #include <assert.h>
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <isa-l/crc.h>
@@ -16,6 +15,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "util/checked.h"
+#include "util/hex.h"
 #include "vhdx.h"
 
 /* CRC-32C state update: isa-l's crc32_iscsi takes and returns the
@@ -107,15 +107,6 @@ int vhdx_guid_generate(struct vhdx_guid *out)
     return 0;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    c = (char)tolower((unsigned char)c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 int vhdx_guid_parse(const char *text, struct vhdx_guid *out)
 {
     /* Digits of the text form, in order, grouped 8-4-4-4-12. */
@@ -132,7 +123,7 @@ int vhdx_guid_parse(const char *text, struct vhdx_guid *out)
     }
     for (size_t i = 0; i < 36; i++) {
         bool dash_pos = i == 8 || i == 13 || i == 18 || i == 23;
-        int v = hex_value(text[i]);
+        int v = vd_hex_digit(text[i]);
         if (dash_pos ? text[i] != '-' : v < 0) {
             return vd_err(EINVAL, "'%.36s' is not a GUID", text);
         }
