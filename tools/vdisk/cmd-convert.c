@@ -71,7 +71,8 @@ static void usage(void)
         "  -q, --quiet               print nothing but errors\n"
         "  -h, --help                show this help\n"
         "\n"
-        "SRC and DST are specs: PATH, FMT:PATH (raw:disk.img) or mem:SIZE.\n"
+        "SRC and DST are specs: PATH, FMT:PATH (raw:disk.img), mem:SIZE,\n"
+        "dm:TABLE, dbs:DEVICE:VOLUME or nbd://HOST/EXPORT.\n"
         "A DST created by this command appears only when the copy is "
         "complete.\n");
 }
