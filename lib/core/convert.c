@@ -58,12 +58,14 @@ struct convert_job {
     const struct vd_convert_opts *opts;
     uint64_t sparse; /* 0 = write everything */
     bool dst_is_zero;
-    bool top_only;        /* TARGET_HAS_BACKING */
-    bool in_order;        /* not UNORDERED */
-    pthread_mutex_t lock; /* protects everything below */
-    pthread_cond_t turn;  /* written moved, or a worker failed */
-    uint64_t cursor;      /* next guest offset to hand out */
-    uint64_t written;     /* in order: pieces before this are written */
+    bool top_only;            /* TARGET_HAS_BACKING */
+    bool in_order;            /* not UNORDERED */
+    pthread_mutex_t lock;     /* protects everything below */
+    pthread_cond_t turn;      /* written moved, or a worker failed */
+    uint64_t cursor;          /* next guest offset to hand out */
+    uint64_t run_end;         /* the status run at cursor ends here... */
+    enum piece_kind run_kind; /* ...and is of this kind */
+    uint64_t written;         /* in order: pieces before this are written */
     uint64_t done;
     int error;         /* first failure, negative errno */
     char message[512]; /* its message (errors are thread-local) */
@@ -111,7 +113,7 @@ static int source_status(struct convert_job *job, uint64_t off, uint64_t len,
                   : vd_block_status_chain(job->src, off, len, ext, &depth);
     if (ret < 0 && (job->opts->flags & VDISK_CONVERT_SALVAGE)) {
         /* Unknown status: copy it as data, salvaging what reads fail. */
-        ext->len = len;
+        ext->len = VD_MIN(len, (uint64_t)CHUNK);
         *kind = PIECE_DATA;
         return 0;
     }
@@ -137,15 +139,23 @@ static bool next_piece(struct convert_job *job, uint64_t *off, uint64_t *len,
 
     pthread_mutex_lock(&job->lock);
     if (!job->error && job->cursor < job->src->size) {
-        uint64_t want = VD_MIN((uint64_t)CHUNK, job->src->size - job->cursor);
-        int ret = source_status(job, job->cursor, want, &ext, kind);
+        /* Ask for the whole rest and cut the answer into pieces, as
+         * qemu-img does: a status call may cost as much as the run it
+         * reports (SEEK_HOLE on tmpfs walks the pages to the hole). */
+        int ret = 0;
+        if (job->cursor >= job->run_end) {
+            ret = source_status(job, job->cursor, job->src->size - job->cursor,
+                                &ext, &job->run_kind);
+            job->run_end = job->cursor + (ret < 0 ? 0 : ext.len);
+        }
         if (ret < 0) {
             job->error = ret;
             strncpy(job->message, vd_err_message(), sizeof(job->message) - 1);
         } else {
             *off = job->cursor;
-            *len = ext.len;
-            job->cursor += ext.len;
+            *len = VD_MIN((uint64_t)CHUNK, job->run_end - job->cursor);
+            *kind = job->run_kind;
+            job->cursor += *len;
             ok = true;
         }
     }
