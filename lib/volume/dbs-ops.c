@@ -88,6 +88,13 @@ static int check_writable(struct dbs_store *s)
     return 0;
 }
 
+/* The volume named name of a store open for writing, or -errno. */
+static int writable_volume(struct dbs_store *s, const char *name)
+{
+    int ret = check_writable(s);
+    return ret < 0 ? ret : find_volume(s, name);
+}
+
 static int check_new_name(struct dbs_store *s, const char *name)
 {
     size_t len = strlen(name);
@@ -216,16 +223,12 @@ int dbs_volume_create(struct dbs_store *s, const char *name, uint64_t size)
 
 static int volume_snapshot(struct dbs_store *s, const char *name, uint16_t *out)
 {
-    int ret = check_writable(s);
-    if (ret < 0) {
-        return ret;
-    }
-    int v = find_volume(s, name);
+    int v = writable_volume(s, name);
     if (v < 0) {
         return v;
     }
     /* What was written before the snapshot is in it, durably. */
-    ret = dbs_commit_extents(s);
+    int ret = dbs_commit_extents(s);
     if (ret < 0) {
         return ret;
     }
@@ -343,15 +346,11 @@ int dbs_volume_clone(struct dbs_store *s, uint16_t id, const char *name)
 
 static int volume_delete(struct dbs_store *s, const char *name)
 {
-    int ret = check_writable(s);
-    if (ret < 0) {
-        return ret;
-    }
-    int v = find_volume(s, name);
+    int v = writable_volume(s, name);
     if (v < 0) {
         return v;
     }
-    ret = dbs_commit_extents(s);
+    int ret = dbs_commit_extents(s);
     if (ret < 0) {
         return ret;
     }
@@ -466,18 +465,14 @@ int dbs_snapshot_delete(struct dbs_store *s, uint16_t id)
 static int volume_rename(struct dbs_store *s, const char *name,
                          const char *new_name)
 {
-    int ret = check_writable(s);
-    if (ret < 0) {
-        return ret;
-    }
-    int v = find_volume(s, name);
+    int v = writable_volume(s, name);
     if (v < 0) {
         return v;
     }
     if (strcmp(name, new_name) == 0) {
         return 0;
     }
-    ret = check_new_name(s, new_name);
+    int ret = check_new_name(s, new_name);
     if (ret < 0) {
         return ret;
     }
