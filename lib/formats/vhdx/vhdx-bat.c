@@ -234,7 +234,7 @@ int vhdx_bat_load(struct vd_dev *dev)
             uint64_t idx = done / VHDX_BAT_ENTRY_SIZE + i;
             uint64_t e = vd_get_le(raw + i * VHDX_BAT_ENTRY_SIZE, 8);
             s->bat[idx] = e;
-            if (idx % (s->chunk_ratio + 1) == s->chunk_ratio) {
+            if (vhdx_bat_is_bitmap(s, idx)) {
                 if (lenient && partial &&
                     (e & VHDX_BAT_STATE_MASK) != VHDX_SB_PRESENT) {
                     ret = drop_partial(s, idx - s->chunk_ratio, idx);
@@ -249,7 +249,7 @@ int vhdx_bat_load(struct vd_dev *dev)
             }
             if (ret == -EUCLEAN && lenient) {
                 ret = drop_bad(s, idx);
-                if (ret == 0 && idx % (s->chunk_ratio + 1) == s->chunk_ratio) {
+                if (ret == 0 && vhdx_bat_is_bitmap(s, idx)) {
                     /* No bitmap now: its partial blocks cannot stay. */
                     ret = drop_partial(s, idx - s->chunk_ratio, idx);
                 }

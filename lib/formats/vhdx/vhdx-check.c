@@ -106,15 +106,8 @@ static int check_overlaps(struct vd_dev *dev, bool fix,
         return vd_err(ENOMEM, "out of memory");
     }
     for (uint64_t idx = 0; idx < s->nr_bat_entries; idx++) {
-        uint64_t e = s->bat[idx], state = e & VHDX_BAT_STATE_MASK;
-        bool bitmap = idx % (s->chunk_ratio + 1) == s->chunk_ratio;
-        uint64_t len = 0;
-        if (bitmap && vhdx_has_parent(s) && state == VHDX_SB_PRESENT) {
-            len = VHDX_SECTOR_BITMAP_SIZE;
-        } else if (!bitmap && (state == VHDX_PAYLOAD_FULLY_PRESENT ||
-                               state == VHDX_PAYLOAD_PARTIALLY_PRESENT)) {
-            len = s->params.block_size;
-        }
+        uint64_t e = s->bat[idx];
+        uint64_t len = vhdx_bat_entry_len(s, idx);
         uint64_t off = e & VHDX_BAT_OFFSET_MASK;
         /* The last block of qemu's fixed images ends with the file. */
         len = off < file->size ? VD_MIN(len, file->size - off) : 0;

@@ -114,17 +114,9 @@ static int trim_file(struct vd_dev *dev)
         end = VD_MAX(end, s->used[i].off + s->used[i].len);
     }
     for (uint64_t idx = 0; idx < s->nr_bat_entries; idx++) {
-        uint64_t e = s->bat[idx], state = e & VHDX_BAT_STATE_MASK;
-        bool bitmap = idx % (s->chunk_ratio + 1) == s->chunk_ratio;
-        uint64_t len = 0;
-        if (bitmap && vhdx_has_parent(s) && state == VHDX_SB_PRESENT) {
-            len = VHDX_SECTOR_BITMAP_SIZE;
-        } else if (!bitmap && (state == VHDX_PAYLOAD_FULLY_PRESENT ||
-                               state == VHDX_PAYLOAD_PARTIALLY_PRESENT)) {
-            len = s->params.block_size;
-        }
+        uint64_t len = vhdx_bat_entry_len(s, idx);
         if (len) {
-            end = VD_MAX(end, (e & VHDX_BAT_OFFSET_MASK) + len);
+            end = VD_MAX(end, (s->bat[idx] & VHDX_BAT_OFFSET_MASK) + len);
         }
     }
     end = vd_align_up(end, VHDX_OBJECT_ALIGN);
@@ -182,15 +174,9 @@ static int shrink_entries(struct vd_dev *dev, uint64_t from, uint64_t to,
         return vd_err(ENOMEM, "out of memory");
     }
     for (uint64_t idx = from; idx < to; idx++) {
-        uint64_t e = s->bat[idx], state = e & VHDX_BAT_STATE_MASK;
-        bool bitmap = idx % (s->chunk_ratio + 1) == s->chunk_ratio;
-        uint64_t len = 0;
-        if (bitmap && vhdx_has_parent(s) && state == VHDX_SB_PRESENT) {
-            len = VHDX_SECTOR_BITMAP_SIZE;
-        } else if (!bitmap && (state == VHDX_PAYLOAD_FULLY_PRESENT ||
-                               state == VHDX_PAYLOAD_PARTIALLY_PRESENT)) {
-            len = s->params.block_size;
-        }
+        uint64_t e = s->bat[idx];
+        bool bitmap = vhdx_bat_is_bitmap(s, idx);
+        uint64_t len = vhdx_bat_entry_len(s, idx);
         if (len) {
             (*out)[(*nr)++] = (struct range){e & VHDX_BAT_OFFSET_MASK, len};
         }

@@ -194,6 +194,29 @@ static inline bool vhdx_has_parent(const struct vhdx_state *s)
     return (s->params.flags & VHDX_PARAMS_HAS_PARENT) != 0;
 }
 
+/* Is BAT entry idx a sector bitmap entry (else a payload block)? */
+static inline bool vhdx_bat_is_bitmap(const struct vhdx_state *s, uint64_t idx)
+{
+    return idx % (s->chunk_ratio + 1) == s->chunk_ratio;
+}
+
+/* The bytes of the file BAT entry idx holds from its offset: a present
+ * payload block or (differencing images) sector bitmap, else 0. */
+static inline uint64_t vhdx_bat_entry_len(const struct vhdx_state *s,
+                                          uint64_t idx)
+{
+    uint64_t state = s->bat[idx] & VHDX_BAT_STATE_MASK;
+    if (vhdx_bat_is_bitmap(s, idx)) {
+        return vhdx_has_parent(s) && state == VHDX_SB_PRESENT
+                   ? VHDX_SECTOR_BITMAP_SIZE
+                   : 0;
+    }
+    return state == VHDX_PAYLOAD_FULLY_PRESENT ||
+                   state == VHDX_PAYLOAD_PARTIALLY_PRESENT
+               ? s->params.block_size
+               : 0;
+}
+
 /* vhdx.c */
 
 /*
